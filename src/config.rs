@@ -1,0 +1,280 @@
+//! Settings of a handler ([`Config`]) and of request reading ([`RequestLimits`]).
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::http::is_valid_header;
+
+/// What to replay when a client's `Last-Event-ID` is not in the history (it is older than everything
+/// retained, came from another server, or was never issued).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum UnknownIdPolicy {
+    /// Replay every event the history still holds. The client may see events it already had, but
+    /// loses none that are retained. The default.
+    #[default]
+    ReplayAll,
+    /// Replay nothing; the client continues with live events only.
+    ReplayNone,
+}
+
+/// Settings of an [`SseHandler`](crate::SseHandler). Every field documents its default.
+///
+/// Fields are public; the chainable setters of the same names read better in a builder chain:
+///
+/// ```
+/// use std::time::Duration;
+/// use sse_handler::Config;
+///
+/// let config = Config::default()
+///     .heartbeat(Duration::from_secs(15))
+///     .history_capacity(500)
+///     .allow_origin("https://example.com")
+///     .header("X-Served-By", "edge-1");
+/// assert_eq!(config.heartbeat, Duration::from_secs(15));
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// How long a stream may stay silent before a heartbeat comment is written. Default 20 s (Qore's
+    /// default; proxies commonly drop connections idle for 30-60 s). Must be more than zero. Can be
+    /// changed later with [`SseHandler::set_heartbeat`](crate::SseHandler::set_heartbeat).
+    pub heartbeat: Duration,
+    /// The text of the heartbeat comment (`: heartbeat`). Default `"heartbeat"`.
+    pub heartbeat_comment: String,
+    /// How long one write to a client may block before the client counts as gone. Default 30 s.
+    pub send_timeout: Duration,
+    /// Events that may wait in one connection's queue. When a client falls this far behind, it is
+    /// disconnected (and may come back and replay from the history). Default 1024.
+    pub queue_capacity: usize,
+    /// Events kept for replay to clients that reconnect with `Last-Event-ID`. Default 1000; 0 keeps none.
+    pub history_capacity: usize,
+    /// What to replay for a `Last-Event-ID` the history does not hold. Default
+    /// [`UnknownIdPolicy::ReplayAll`].
+    pub unknown_id_policy: UnknownIdPolicy,
+    /// Number events that the publisher sent without an id (`1`, `2`, ...), so that clients can resume
+    /// after them. Default `true`.
+    pub auto_ids: bool,
+    /// Extra headers on every stream response. Default none. Checked by `SseHandler::new`.
+    pub headers: Vec<(String, String)>,
+    /// The origin allowed to subscribe from a page elsewhere (CORS): `"*"` or an exact origin such as
+    /// `"https://example.com"`. Default `None`: no CORS headers, so only same-origin pages can subscribe.
+    pub allow_origin: Option<String>,
+    /// A `retry:` hint written when a stream opens, telling the client how long to wait before
+    /// reconnecting. Default `None` (browsers then wait about 3 s).
+    pub retry: Option<Duration>,
+    /// The event types clients may subscribe to and publishers may send. Default `None`: any type.
+    /// When set, `?event=other` is answered 404 and `send_all` of another type is an error.
+    pub event_types: Option<Vec<String>>,
+    /// Limits on reading a request head, used by [`SseHandler::serve`](crate::SseHandler::serve).
+    pub request_limits: RequestLimits,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            heartbeat: Duration::from_secs(20),
+            heartbeat_comment: "heartbeat".to_owned(),
+            send_timeout: Duration::from_secs(30),
+            queue_capacity: 1024,
+            history_capacity: 1000,
+            unknown_id_policy: UnknownIdPolicy::ReplayAll,
+            auto_ids: true,
+            headers: Vec::new(),
+            allow_origin: None,
+            retry: None,
+            event_types: None,
+            request_limits: RequestLimits::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Sets [`Config::heartbeat`].
+    pub fn heartbeat(mut self, interval: Duration) -> Config {
+        self.heartbeat = interval;
+        self
+    }
+
+    /// Sets [`Config::heartbeat_comment`].
+    pub fn heartbeat_comment(mut self, text: impl Into<String>) -> Config {
+        self.heartbeat_comment = text.into();
+        self
+    }
+
+    /// Sets [`Config::send_timeout`].
+    pub fn send_timeout(mut self, timeout: Duration) -> Config {
+        self.send_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::queue_capacity`].
+    pub fn queue_capacity(mut self, events: usize) -> Config {
+        self.queue_capacity = events;
+        self
+    }
+
+    /// Sets [`Config::history_capacity`].
+    pub fn history_capacity(mut self, events: usize) -> Config {
+        self.history_capacity = events;
+        self
+    }
+
+    /// Sets [`Config::unknown_id_policy`].
+    pub fn unknown_id_policy(mut self, policy: UnknownIdPolicy) -> Config {
+        self.unknown_id_policy = policy;
+        self
+    }
+
+    /// Sets [`Config::auto_ids`].
+    pub fn auto_ids(mut self, on: bool) -> Config {
+        self.auto_ids = on;
+        self
+    }
+
+    /// Adds a header to [`Config::headers`].
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Config {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets [`Config::allow_origin`].
+    pub fn allow_origin(mut self, origin: impl Into<String>) -> Config {
+        self.allow_origin = Some(origin.into());
+        self
+    }
+
+    /// Sets [`Config::retry`].
+    pub fn retry(mut self, after: Duration) -> Config {
+        self.retry = Some(after);
+        self
+    }
+
+    /// Sets [`Config::event_types`].
+    pub fn event_types<S: Into<String>>(mut self, types: impl IntoIterator<Item = S>) -> Config {
+        self.event_types = Some(types.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Sets [`Config::request_limits`].
+    pub fn request_limits(mut self, limits: RequestLimits) -> Config {
+        self.request_limits = limits;
+        self
+    }
+
+    /// Checks every value; `SseHandler::new` calls it, so a bad config fails at start, not mid-stream.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the first field at fault.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |what: String| Err(Error::InvalidConfig(what));
+        if self.heartbeat.is_zero() {
+            return invalid("heartbeat must be more than zero".into());
+        }
+        if self.send_timeout.is_zero() {
+            return invalid("send_timeout must be more than zero".into());
+        }
+        if self.queue_capacity == 0 {
+            return invalid("queue_capacity must be at least 1".into());
+        }
+        for (name, value) in &self.headers {
+            if !is_valid_header(name, value) {
+                return invalid(format!("header {name:?} is not a valid HTTP header"));
+            }
+        }
+        if let Some(origin) = &self.allow_origin {
+            if origin.is_empty() || !is_valid_header("Access-Control-Allow-Origin", origin) {
+                return invalid(format!("allow_origin {origin:?} is not a valid origin"));
+            }
+        }
+        if let Some(types) = &self.event_types {
+            if let Some(bad) = types.iter().find(|t| t.is_empty() || t.contains(['\r', '\n'])) {
+                return invalid(format!("event type {bad:?} is empty or holds a line break"));
+            }
+        }
+        self.request_limits.validate()
+    }
+}
+
+/// Limits on reading one request, so that no client can hold a thread or memory by sending slowly
+/// or sending much.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestLimits {
+    /// The most bytes a request head (request line and headers) may take; more is answered 431.
+    /// Default 16 KiB.
+    pub max_head_bytes: usize,
+    /// The most bytes a request body (to a publish endpoint) may take; more is answered 413.
+    /// Default 1 MiB.
+    pub max_body_bytes: usize,
+    /// How long the whole request (head and body) may take to arrive; a slower client is dropped
+    /// without an answer. Default 10 s.
+    pub read_timeout: Duration,
+}
+
+impl Default for RequestLimits {
+    fn default() -> RequestLimits {
+        RequestLimits {
+            max_head_bytes: 16 * 1024,
+            max_body_bytes: 1024 * 1024,
+            read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RequestLimits {
+    /// Sets [`RequestLimits::max_head_bytes`].
+    pub fn max_head_bytes(mut self, bytes: usize) -> RequestLimits {
+        self.max_head_bytes = bytes;
+        self
+    }
+
+    /// Sets [`RequestLimits::max_body_bytes`].
+    pub fn max_body_bytes(mut self, bytes: usize) -> RequestLimits {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Sets [`RequestLimits::read_timeout`].
+    pub fn read_timeout(mut self, timeout: Duration) -> RequestLimits {
+        self.read_timeout = timeout;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.max_head_bytes < 64 {
+            return Err(Error::InvalidConfig("max_head_bytes must be at least 64".into()));
+        }
+        if self.read_timeout.is_zero() {
+            return Err(Error::InvalidConfig("read_timeout must be more than zero".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_refused_at_configuration_time() {
+        let bad = [
+            Config::default().heartbeat(Duration::ZERO),
+            Config::default().send_timeout(Duration::ZERO),
+            Config::default().queue_capacity(0),
+            Config::default().header("X-Split", "a\r\nSet-Cookie: x=1"),
+            Config::default().header("Bad Name", "v"),
+            Config::default().allow_origin("https://a.example\n"),
+            Config::default().event_types(["ok", "two\nlines"]),
+            Config::default().request_limits(RequestLimits::default().max_head_bytes(10)),
+        ];
+        for config in bad {
+            assert!(matches!(config.validate(), Err(Error::InvalidConfig(_))), "{config:?}");
+        }
+    }
+}

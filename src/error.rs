@@ -1,0 +1,209 @@
+//! The crate's one error type.
+
+use std::io;
+
+use crate::auth::Rejection;
+use crate::registry::ConnectionId;
+
+/// A `Result` whose error defaults to this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `sse-handler`.
+///
+/// Request errors ([`Error::BadRequest`], [`Error::HeadTooLarge`], ...) are answered on the wire with the
+/// status that [`Error::http_status`] gives, then returned to whoever called `serve`/`accept`, so an
+/// embedding server can log them; they are the client's fault and are logged at `debug`, never `error`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A socket read or write failed (the peer went away, the connection was reset, ...).
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+
+    /// A socket operation did not finish in time: the request head did not arrive within the head
+    /// timeout, or a write blocked past the send timeout (a client that stopped reading).
+    #[error("timed out while {0}")]
+    Timeout(Phase),
+
+    /// The request was not valid HTTP/1.x, or not something this endpoint can take. The text says what.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+
+    /// The request head (request line plus headers) was longer than the configured limit, or had more
+    /// headers than the parser takes.
+    #[error("request head larger than {limit} bytes or with too many headers")]
+    HeadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+
+    /// The request body was longer than the endpoint's limit.
+    #[error("request body larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+
+    /// The path exists but does not take this method.
+    #[error("method not allowed (allowed: {allowed})")]
+    MethodNotAllowed {
+        /// The methods the path takes, as for the `Allow` header.
+        allowed: String,
+    },
+
+    /// No endpoint has this path, or the client subscribed to an event type the handler does not have.
+    #[error("not found: {0}")]
+    NotFound(String),
+
+    /// The authenticator refused the request; the rejection carries the status sent to the client.
+    #[error("refused by the authenticator: {} {}", .0.status(), .0.message())]
+    Rejected(Box<Rejection>),
+
+    /// An event field holds a value that cannot be sent without changing the stream's meaning (a line
+    /// break in an `id` or `event`, for instance). The event was not built, so nothing was sent.
+    #[error("invalid event field `{field}`: {problem}")]
+    InvalidField {
+        /// The field at fault.
+        field: Field,
+        /// What is wrong with its value.
+        problem: FieldProblem,
+    },
+
+    /// The event's type is not among the handler's allowed event types.
+    #[error("event type `{0}` is not one of the handler's event types")]
+    UnknownEventType(String),
+
+    /// No live connection has this id (it never existed, or it has already closed).
+    #[error("no connection with id {0}")]
+    UnknownConnection(ConnectionId),
+
+    /// The connection's queue was full, so the connection was dropped as a slow client.
+    #[error("connection {0} was dropped: its queue is full")]
+    QueueFull(ConnectionId),
+
+    /// A configuration value is out of range, or a configured header is not a valid HTTP header.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// The handler or server has been shut down and takes no more connections or events.
+    #[error("the handler has been shut down")]
+    ShutDown,
+
+    /// The too-many-connections limit was reached (the client was told to come back later).
+    #[error("too many connections (limit {limit})")]
+    TooManyConnections {
+        /// The limit that was reached.
+        limit: usize,
+    },
+
+    /// Serializing event data to JSON failed.
+    #[cfg(feature = "json")]
+    #[error("cannot serialize event data to JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// The HTTP status this error is answered with when it comes from a request, or `None` for errors
+    /// that happen after the response has started (or that are not about a request at all).
+    pub fn http_status(&self) -> Option<u16> {
+        Some(match self {
+            Error::BadRequest(_) | Error::InvalidField { .. } | Error::UnknownEventType(_) => 400,
+            Error::Rejected(rejection) => rejection.status(),
+            Error::NotFound(_) => 404,
+            Error::MethodNotAllowed { .. } => 405,
+            Error::BodyTooLarge { .. } => 413,
+            Error::HeadTooLarge { .. } => 431,
+            Error::ShutDown | Error::TooManyConnections { .. } => 503,
+            #[cfg(feature = "json")]
+            Error::Json(_) => 400,
+            _ => return None,
+        })
+    }
+
+    /// Turns `WouldBlock`/`TimedOut` (platforms differ in which one a socket timeout gives) into
+    /// [`Error::Timeout`], and any other I/O error into [`Error::Io`].
+    pub(crate) fn from_io(err: io::Error, phase: Phase) -> Error {
+        match err.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout(phase),
+            _ => Error::Io(err),
+        }
+    }
+}
+
+/// What the connection was doing when a [`Error::Timeout`] struck.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Reading the request head (or body) from the client.
+    ReadRequest,
+    /// Writing to the client.
+    Write,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::ReadRequest => "reading the request",
+            Phase::Write => "writing to the client",
+        })
+    }
+}
+
+/// An event field, as named in [`Error::InvalidField`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Field {
+    /// The `id` field.
+    Id,
+    /// The `event` (type) field.
+    Event,
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Field::Id => "id",
+            Field::Event => "event",
+        })
+    }
+}
+
+/// Why an event field was refused, as named in [`Error::InvalidField`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FieldProblem {
+    /// The value holds a CR or LF, which would end the field and inject the rest as new fields.
+    LineBreak,
+    /// The value holds a NUL, which makes browsers ignore an `id` field entirely.
+    Nul,
+}
+
+impl std::fmt::Display for FieldProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FieldProblem::LineBreak => "contains a line break (CR or LF)",
+            FieldProblem::Nul => "contains a NUL character",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_stays_small() {
+        // Errors travel through every connection's return path; keep them a few words wide.
+        assert!(std::mem::size_of::<Error>() <= 40, "{}", std::mem::size_of::<Error>());
+    }
+
+    #[test]
+    fn timeouts_map_to_their_phase() {
+        let err = Error::from_io(io::ErrorKind::WouldBlock.into(), Phase::Write);
+        assert!(matches!(err, Error::Timeout(Phase::Write)));
+        let err = Error::from_io(io::ErrorKind::TimedOut.into(), Phase::ReadRequest);
+        assert!(matches!(err, Error::Timeout(Phase::ReadRequest)));
+        let err = Error::from_io(io::ErrorKind::ConnectionReset.into(), Phase::Write);
+        assert!(matches!(err, Error::Io(_)));
+    }
+}

@@ -1,0 +1,652 @@
+//! [`SseHandler`]: the connection registry, publishing, replay, and the opening of one stream.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+
+use crate::auth::{AllowAll, Authenticator};
+use crate::config::{Config, UnknownIdPolicy};
+use crate::connection::{self, Pacing};
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::history::{History, MemoryHistory};
+use crate::http::{self, Request, Response};
+use crate::registry::{CloseReason, Connection, ConnectionId, ConnectionInfo, Push, Registry, Replay};
+
+type ConnectHook = Box<dyn Fn(&mut NewConnection<'_>) + Send + Sync>;
+type CloseHook = Box<dyn Fn(&ConnectionInfo, &CloseReason) + Send + Sync>;
+
+/// Serves Server-Sent Event streams and publishes events to them.
+///
+/// A cheap handle: clones share the same connections, history and settings, so hand one to every
+/// thread that publishes. Each open stream runs on its own thread (the built-in [`Server`](crate::Server)'s
+/// or the one that called [`serve`](SseHandler::serve)), blocked on its own queue; publishing pushes into
+/// those queues and returns at once, whatever the clients are doing.
+///
+/// ```no_run
+/// use sse_handler::{Event, SseHandler, Config};
+///
+/// let handler = SseHandler::new(Config::default())?;
+/// let listener = std::net::TcpListener::bind("127.0.0.1:8080")?;
+/// let publisher = handler.clone();
+/// std::thread::spawn(move || {
+///     for n in 0.. {
+///         let _ = publisher.send_all(Event::data(format!("tick {n}")));
+///         std::thread::sleep(std::time::Duration::from_secs(1));
+///     }
+/// });
+/// for stream in listener.incoming() {
+///     let handler = handler.clone();
+///     std::thread::spawn(move || handler.serve(stream?));
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct SseHandler {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: Config,
+    heartbeat_nanos: AtomicU64,
+    heartbeat_event: Event,
+    registry: Registry,
+    /// The publish lock: held while an event is numbered, recorded and queued, and while a new
+    /// connection takes its replay and registers, so that no event falls between the two.
+    publisher: Mutex<Publisher>,
+    next_connection: AtomicU64,
+    authenticator: Box<dyn Authenticator>,
+    on_connect: Option<ConnectHook>,
+    on_close: Option<CloseHook>,
+    shut_down: AtomicBool,
+    slow_client_drops: AtomicUsize,
+}
+
+struct Publisher {
+    history: Box<dyn History>,
+    next_id: u64,
+}
+
+/// What [`SseHandler::send_all`] did with an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Sent {
+    /// The event's id: the publisher's, or the one the handler gave it.
+    pub id: Option<String>,
+    /// How many connections it was queued for.
+    pub connections: usize,
+}
+
+/// A connection about to start streaming, as the connect hook sees it.
+///
+/// Events sent here are written right after the replay and before any live event. They are for this
+/// client only, so they are not recorded in the history.
+#[derive(Debug)]
+pub struct NewConnection<'a> {
+    info: &'a ConnectionInfo,
+    welcome: Vec<Event>,
+}
+
+impl NewConnection<'_> {
+    /// Who connected, from where, asking for what.
+    pub fn info(&self) -> &ConnectionInfo {
+        self.info
+    }
+
+    /// Queues an event for this client alone (a welcome, the current state, ...).
+    pub fn send(&mut self, event: Event) {
+        self.welcome.push(event);
+    }
+}
+
+/// Sets up an [`SseHandler`] with an authenticator, hooks or another history store.
+#[must_use = "a HandlerBuilder does nothing until `build` is called"]
+pub struct HandlerBuilder {
+    config: Config,
+    authenticator: Box<dyn Authenticator>,
+    history: Option<Box<dyn History>>,
+    on_connect: Option<ConnectHook>,
+    on_close: Option<CloseHook>,
+}
+
+impl HandlerBuilder {
+    /// Who may open a stream (default [`AllowAll`]).
+    pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
+        self.authenticator = Box::new(authenticator);
+        self
+    }
+
+    /// Where the replay history lives (default [`MemoryHistory`] of `config.history_capacity` events).
+    pub fn history(mut self, history: impl History) -> Self {
+        self.history = Some(Box::new(history));
+        self
+    }
+
+    /// Called on the connection's thread when a stream opens, before anything is written; it may
+    /// [`send`](NewConnection::send) events to that client alone.
+    pub fn on_connect(mut self, hook: impl Fn(&mut NewConnection<'_>) + Send + Sync + 'static) -> Self {
+        self.on_connect = Some(Box::new(hook));
+        self
+    }
+
+    /// Called on the connection's thread when a stream has closed, with the reason.
+    pub fn on_close(mut self, hook: impl Fn(&ConnectionInfo, &CloseReason) + Send + Sync + 'static) -> Self {
+        self.on_close = Some(Box::new(hook));
+        self
+    }
+
+    /// Checks the config and makes the handler.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when a config value is out of range (see [`Config::validate`]).
+    pub fn build(self) -> Result<SseHandler> {
+        self.config.validate()?;
+        let history =
+            self.history.unwrap_or_else(|| Box::new(MemoryHistory::new(self.config.history_capacity)));
+        let heartbeat_event = Event::comment(&self.config.heartbeat_comment);
+        Ok(SseHandler {
+            shared: Arc::new(Shared {
+                heartbeat_nanos: AtomicU64::new(duration_nanos(self.config.heartbeat)),
+                heartbeat_event,
+                registry: Registry::default(),
+                publisher: Mutex::new(Publisher { history, next_id: 1 }),
+                next_connection: AtomicU64::new(1),
+                authenticator: self.authenticator,
+                on_connect: self.on_connect,
+                on_close: self.on_close,
+                shut_down: AtomicBool::new(false),
+                slow_client_drops: AtomicUsize::new(0),
+                config: self.config,
+            }),
+        })
+    }
+}
+
+impl std::fmt::Debug for HandlerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerBuilder").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for SseHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseHandler")
+            .field("connections", &self.connection_count())
+            .field("heartbeat", &self.heartbeat())
+            .field("shut_down", &self.is_shut_down())
+            .finish_non_exhaustive()
+    }
+}
+
+fn duration_nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Pacing for Shared {
+    fn heartbeat(&self) -> Duration {
+        Duration::from_nanos(self.heartbeat_nanos.load(Ordering::Relaxed))
+    }
+
+    fn heartbeat_event(&self) -> &Event {
+        &self.heartbeat_event
+    }
+}
+
+impl SseHandler {
+    /// A handler with this config, no authentication and no hooks.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when a config value is out of range (see [`Config::validate`]).
+    pub fn new(config: Config) -> Result<SseHandler> {
+        SseHandler::builder(config).build()
+    }
+
+    /// Starts a handler with an authenticator, hooks or a history store of its own.
+    ///
+    /// ```
+    /// use sse_handler::{BearerToken, Config, Event, SseHandler};
+    ///
+    /// let handler = SseHandler::builder(Config::default())
+    ///     .authenticator(BearerToken::new("s3cret").with_token("alice-token", "alice"))
+    ///     .on_connect(|conn| {
+    ///         let who = conn.info().user().unwrap_or("guest").to_owned();
+    ///         conn.send(Event::data(format!("welcome, {who}")));
+    ///     })
+    ///     .on_close(|info, reason| log::info!("stream {} closed: {reason}", info.id()))
+    ///     .build()?;
+    /// # Ok::<(), sse_handler::Error>(())
+    /// ```
+    pub fn builder(config: Config) -> HandlerBuilder {
+        HandlerBuilder {
+            config,
+            authenticator: Box::new(AllowAll),
+            history: None,
+            on_connect: None,
+            on_close: None,
+        }
+    }
+
+    /// The handler's config.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Publishes an event to every open stream that subscribed to its type, and records it for replay.
+    ///
+    /// Returns at once: the event is pushed into each connection's queue (a pointer copy, since the
+    /// event is encoded once) and written by the connections' own threads. A connection whose queue is
+    /// already full is dropped as a slow client, with a `warn` log; it can reconnect and replay from the
+    /// history. When [`Config::auto_ids`] is on and the event has data but no id, it gets the next
+    /// number as its id.
+    ///
+    /// # Errors
+    /// [`Error::UnknownEventType`] when [`Config::event_types`] is set and does not hold the event's type;
+    /// [`Error::ShutDown`] after [`shutdown`](SseHandler::shutdown).
+    pub fn send_all(&self, event: Event) -> Result<Sent> {
+        self.check_can_send(&event)?;
+        let shared = &*self.shared;
+        let (event, connections, full) = {
+            let mut publisher = shared.publisher.lock();
+            let event = if shared.config.auto_ids && event.id().is_none() && event.has_data() {
+                let id = publisher.next_id;
+                publisher.next_id += 1;
+                event.with_id(id.to_string())
+            } else {
+                event
+            };
+            if event.has_data() || event.id().is_some() {
+                publisher.history.append(event.clone());
+            }
+            let (connections, full) = shared.registry.broadcast(&event, shared.config.queue_capacity);
+            (event, connections, full)
+        };
+        for id in full {
+            self.drop_slow_client(id);
+        }
+        Ok(Sent { id: event.id().map(str::to_owned), connections })
+    }
+
+    /// Sends an event to one connection only. It is not recorded in the history (it is not for the
+    /// others), and it goes to the connection whatever its `?event=` subscription.
+    ///
+    /// # Errors
+    /// [`Error::UnknownConnection`] if no open stream has this id; [`Error::QueueFull`] if its queue was
+    /// full (the connection is then dropped as a slow client); [`Error::UnknownEventType`],
+    /// [`Error::ShutDown`] as for [`send_all`](SseHandler::send_all).
+    pub fn send_one(&self, id: ConnectionId, event: Event) -> Result<()> {
+        self.check_can_send(&event)?;
+        match self.shared.registry.push_one(id, &event, self.shared.config.queue_capacity) {
+            Some(Push::Queued) => Ok(()),
+            Some(Push::Full) => {
+                self.drop_slow_client(id);
+                Err(Error::QueueFull(id))
+            }
+            Some(Push::Gone) | None => Err(Error::UnknownConnection(id)),
+        }
+    }
+
+    /// Ends one stream: events already queued for it are still written, then the connection closes.
+    ///
+    /// # Errors
+    /// [`Error::UnknownConnection`] if no open stream has this id.
+    pub fn stop_one(&self, id: ConnectionId) -> Result<()> {
+        self.shared.registry.remove(id, CloseReason::Stopped).ok_or(Error::UnknownConnection(id))?;
+        log::debug!("stream {id}: stopped by the application");
+        Ok(())
+    }
+
+    /// The ids of the open streams, in ascending order.
+    pub fn connection_ids(&self) -> Vec<ConnectionId> {
+        self.shared.registry.ids()
+    }
+
+    /// How many streams are open.
+    pub fn connection_count(&self) -> usize {
+        self.shared.registry.len()
+    }
+
+    /// What is known about one open stream.
+    pub fn connection_info(&self, id: ConnectionId) -> Option<ConnectionInfo> {
+        self.shared.registry.info(id)
+    }
+
+    /// How many connections have been dropped because their queue was full.
+    pub fn slow_client_drops(&self) -> usize {
+        self.shared.slow_client_drops.load(Ordering::Relaxed)
+    }
+
+    /// The current heartbeat interval.
+    pub fn heartbeat(&self) -> Duration {
+        self.shared.heartbeat()
+    }
+
+    /// Changes the heartbeat interval. Open streams use the new value from their next wait on.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] if `interval` is zero.
+    pub fn set_heartbeat(&self, interval: Duration) -> Result<()> {
+        if interval.is_zero() {
+            return Err(Error::InvalidConfig("heartbeat must be more than zero".into()));
+        }
+        self.shared.heartbeat_nanos.store(duration_nanos(interval), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Ends every stream and refuses new ones (`503`) and new events ([`Error::ShutDown`]). Streams
+    /// write what is already queued, then close; their threads end on their own, each within the send
+    /// timeout. Returns how many streams were ended. (The built-in server's
+    /// [`ServerHandle::shutdown`](crate::ServerHandle::shutdown) also waits for the threads.)
+    pub fn shutdown(&self) -> usize {
+        let ended = {
+            // Under the publish lock, so no connection registers after the flag is seen unset.
+            let _publisher = self.shared.publisher.lock();
+            self.shared.shut_down.store(true, Ordering::SeqCst);
+            self.shared.registry.remove_all(CloseReason::ShutDown)
+        };
+        log::debug!("handler shut down, ending {} streams", ended.len());
+        ended.len()
+    }
+
+    /// Whether [`shutdown`](SseHandler::shutdown) was called.
+    pub fn is_shut_down(&self) -> bool {
+        self.shared.shut_down.load(Ordering::SeqCst)
+    }
+
+    /// Serves one client on a socket whose request has not been read yet: reads the head (within
+    /// [`Config::request_limits`]), then does what [`accept`](SseHandler::accept) does. For a
+    /// hand-written accept loop; call it on a thread of its own, since it returns only when the
+    /// stream ends.
+    ///
+    /// Returns why the stream ended, or `None` when the request was answered without opening one (a
+    /// CORS preflight).
+    ///
+    /// # Errors
+    /// A request the handler cannot take ([`Error::BadRequest`], [`Error::HeadTooLarge`],
+    /// [`Error::MethodNotAllowed`], [`Error::NotFound`], [`Error::Rejected`], [`Error::ShutDown`]) is
+    /// answered with its status first; [`Error::Timeout`] or [`Error::Io`] when the head does not
+    /// arrive.
+    pub fn serve(&self, stream: TcpStream) -> Result<Option<CloseReason>> {
+        let head = match http::read_head(&stream, &self.shared.config.request_limits) {
+            Ok(head) => head,
+            Err(err) => {
+                answer_error(&mut &stream, &err);
+                http::linger_close(&stream);
+                return Err(err);
+            }
+        };
+        self.accept(stream, &head.request)
+    }
+
+    /// Serves a request that the host server has already read, on its socket: checks it, answers
+    /// `200` and streams until the client goes or the stream is stopped. Sets `TCP_NODELAY` and the
+    /// send timeout on the socket. Returns as [`serve`](SseHandler::serve) does.
+    ///
+    /// # Errors
+    /// As [`serve`](SseHandler::serve), minus the head-reading ones.
+    pub fn accept(&self, stream: TcpStream, request: &Request) -> Result<Option<CloseReason>> {
+        self.accept_shared(&stream, request)
+    }
+
+    /// Serves a request over any writer that reaches the client (a host server's raw response writer,
+    /// for example). The handler writes the whole response, status line included. It cannot set a send
+    /// timeout on a writer it knows nothing about: give the socket under it one, or a client that stops
+    /// reading holds this thread until the host's own timeout. Returns as [`serve`](SseHandler::serve) does.
+    ///
+    /// # Errors
+    /// As [`accept`](SseHandler::accept).
+    pub fn accept_writer<W: Write>(&self, writer: W, request: &Request) -> Result<Option<CloseReason>> {
+        self.open(writer, request)
+    }
+
+    pub(crate) fn accept_shared(&self, stream: &TcpStream, request: &Request) -> Result<Option<CloseReason>> {
+        let _ = stream.set_nodelay(true);
+        stream.set_write_timeout(Some(self.shared.config.send_timeout))?;
+        self.open(stream, request)
+    }
+
+    /// The path of one stream, top to bottom: check the request, register and take the replay under
+    /// the publish lock, write head + replay + welcome in one go, then run the connection loop.
+    fn open<W: Write>(&self, mut out: W, request: &Request) -> Result<Option<CloseReason>> {
+        let shared = &*self.shared;
+        let checked = self.check_request(request);
+        let user = match checked {
+            Ok(Checked::Preflight) => {
+                self.preflight_response(request).write_to(&mut out, false)?;
+                return Ok(None);
+            }
+            Ok(Checked::Stream(user)) => user,
+            Err(err) => {
+                answer_error(&mut out, &err);
+                return Err(err);
+            }
+        };
+        let last_event_id = request
+            .header("last-event-id")
+            .map(str::to_owned)
+            .or_else(|| request.query_value("lastEventId"))
+            .filter(|id| !id.is_empty());
+
+        let (receiver, connection, replay) = match self.register(request, user, last_event_id) {
+            Ok(registered) => registered,
+            Err(err) => {
+                answer_error(&mut out, &err);
+                return Err(err);
+            }
+        };
+        let registration = Registration { shared, connection: &connection };
+        let info = &connection.info;
+
+        let mut welcome = NewConnection { info, welcome: Vec::new() };
+        if let Some(hook) = &shared.on_connect {
+            hook(&mut welcome);
+        }
+
+        let mut opening = self.stream_head(request);
+        if let Some(retry) = shared.config.retry {
+            opening.extend_from_slice(Event::retry_hint(retry).as_bytes());
+        }
+        if let Replay::UnknownId { events } = info.replay {
+            let note = format!("last event id not found; replaying {events} retained events");
+            opening.extend_from_slice(Event::comment(note).as_bytes());
+        }
+        for event in replay.iter().chain(&welcome.welcome) {
+            opening.extend_from_slice(event.as_bytes());
+        }
+        log::debug!(
+            "stream {} opened on {} for {:?} (user {:?}, replay {:?})",
+            info.id,
+            info.path,
+            info.peer,
+            info.user,
+            info.replay
+        );
+        if let Err(err) = out.write_all(&opening).and_then(|()| out.flush()) {
+            return Ok(Some(registration.finish(connection::close_reason_for(&err))));
+        }
+        let reason = connection::run(&mut out, &receiver, &connection, shared);
+        Ok(Some(registration.finish(reason)))
+    }
+
+    fn check_request(&self, request: &Request) -> Result<Checked> {
+        if self.is_shut_down() {
+            return Err(Error::ShutDown);
+        }
+        match request.method() {
+            "GET" => {}
+            "OPTIONS" => return Ok(Checked::Preflight),
+            _ => return Err(Error::MethodNotAllowed { allowed: "GET, OPTIONS".into() }),
+        }
+        if let Some(allowed) = &self.shared.config.event_types {
+            if let Some(unknown) = request.query_values("event").find(|t| !allowed.contains(t)) {
+                return Err(Error::NotFound(format!("no event type {unknown:?}")));
+            }
+        }
+        let user = self
+            .shared
+            .authenticator
+            .authenticate(request)
+            .map_err(|rejection| Error::Rejected(Box::new(rejection)))?;
+        Ok(Checked::Stream(user))
+    }
+
+    /// Takes the replay and registers the connection under the publish lock: every event is then
+    /// either in the replay or queued live, never both, never neither.
+    fn register(
+        &self,
+        request: &Request,
+        user: Option<String>,
+        last_event_id: Option<String>,
+    ) -> Result<(crossbeam_channel::Receiver<Event>, Arc<Connection>, Vec<Event>)> {
+        let shared = &*self.shared;
+        let event_types: Vec<String> = request.query_values("event").collect();
+        let mut info = ConnectionInfo {
+            id: ConnectionId::from(shared.next_connection.fetch_add(1, Ordering::Relaxed)),
+            peer: request.peer(),
+            path: request.path().to_owned(),
+            user,
+            since: SystemTime::now(),
+            event_types: (!event_types.is_empty()).then_some(event_types),
+            last_event_id,
+            replay: Replay::NotAsked,
+        };
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        let publisher = shared.publisher.lock();
+        if self.is_shut_down() {
+            return Err(Error::ShutDown);
+        }
+        let mut replay = Vec::new();
+        if let Some(last_id) = &info.last_event_id {
+            let found = publisher.history.events_after(last_id);
+            let known = found.is_some();
+            replay = match (found, shared.config.unknown_id_policy) {
+                (Some(events), _) => events,
+                (None, UnknownIdPolicy::ReplayAll) => publisher.history.all(),
+                (None, UnknownIdPolicy::ReplayNone) => Vec::new(),
+            };
+            replay.retain(|event| info.wants(event));
+            let events = replay.len();
+            info.replay = if known { Replay::Resumed { events } } else { Replay::UnknownId { events } };
+        }
+        let connection =
+            Arc::new(Connection { info, pending: AtomicUsize::new(0), close_reason: OnceLock::new() });
+        shared.registry.insert(Arc::clone(&connection), sender);
+        drop(publisher);
+        Ok((receiver, connection, replay))
+    }
+
+    fn stream_head(&self, request: &Request) -> Vec<u8> {
+        let mut head = Vec::with_capacity(256);
+        http::write_status_line(&mut head, 200);
+        http::push_header(&mut head, "Content-Type", "text/event-stream");
+        http::push_header(&mut head, "Cache-Control", "no-cache");
+        http::push_header(&mut head, "X-Accel-Buffering", "no");
+        http::push_header(&mut head, "Connection", "keep-alive");
+        for (name, value) in self.cors_headers(request) {
+            http::push_header(&mut head, name, value);
+        }
+        for (name, value) in &self.shared.config.headers {
+            http::push_header(&mut head, name, value);
+        }
+        head.extend_from_slice(b"\r\n");
+        head
+    }
+
+    /// `Access-Control-Allow-Origin` (and `Vary`) when the request's origin is allowed.
+    fn cors_headers<'a>(&'a self, request: &'a Request) -> Vec<(&'static str, &'a str)> {
+        match self.shared.config.allow_origin.as_deref() {
+            Some("*") => vec![("Access-Control-Allow-Origin", "*")],
+            Some(allowed) if request.header("origin") == Some(allowed) => {
+                vec![("Access-Control-Allow-Origin", allowed), ("Vary", "Origin")]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The answer to a CORS preflight: browsers send one before reconnecting cross-origin with a
+    /// `Last-Event-ID` that is not a "safe" header value.
+    fn preflight_response(&self, request: &Request) -> Response {
+        let mut response = Response::new(204).with_header("Allow", "GET, OPTIONS");
+        let cors = self.cors_headers(request);
+        if !cors.is_empty() {
+            for (name, value) in cors {
+                response = response.with_header(name, value);
+            }
+            response = response
+                .with_header("Access-Control-Allow-Methods", "GET, OPTIONS")
+                .with_header("Access-Control-Allow-Headers", "Last-Event-ID, Cache-Control, Authorization")
+                .with_header("Access-Control-Max-Age", "600");
+        }
+        response
+    }
+
+    fn check_can_send(&self, event: &Event) -> Result<()> {
+        if self.is_shut_down() {
+            return Err(Error::ShutDown);
+        }
+        if let (Some(allowed), Some(event_type)) = (&self.shared.config.event_types, event.event_type()) {
+            if !allowed.iter().any(|t| t == event_type) {
+                return Err(Error::UnknownEventType(event_type.to_owned()));
+            }
+        }
+        Ok(())
+    }
+
+    fn drop_slow_client(&self, id: ConnectionId) {
+        if let Some(connection) = self.shared.registry.remove(id, CloseReason::SlowClient) {
+            self.shared.slow_client_drops.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "stream {id} ({:?}) dropped: {} events queued and unread",
+                connection.info.peer,
+                self.shared.config.queue_capacity
+            );
+        }
+    }
+}
+
+enum Checked {
+    Preflight,
+    Stream(Option<String>),
+}
+
+/// Unregisters the connection on every way out of [`SseHandler::open`], panics included, and runs the
+/// close hook.
+struct Registration<'a> {
+    shared: &'a Shared,
+    connection: &'a Arc<Connection>,
+}
+
+impl Registration<'_> {
+    /// Records `reason` (unless something ended the stream first) and returns the reason that stands.
+    fn finish(self, reason: CloseReason) -> CloseReason {
+        let _ = self.connection.close_reason.set(reason);
+        self.connection.close_reason().cloned().unwrap_or(CloseReason::ClientGone)
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        let info = &self.connection.info;
+        let reason = self.connection.close_reason().cloned().unwrap_or(CloseReason::ClientGone);
+        self.shared.registry.remove(info.id, reason.clone());
+        log::debug!("stream {} closed: {reason}", info.id);
+        // A hook that panicked while we unwind would abort the process; skip it then.
+        if let (Some(hook), false) = (&self.shared.on_close, std::thread::panicking()) {
+            hook(info, &reason);
+        }
+    }
+}
+
+/// Writes the HTTP answer for a refused request, if it has one. The client may already be gone;
+/// that is not worth more than a debug line.
+pub(crate) fn answer_error(out: &mut impl Write, err: &Error) {
+    log::debug!("request refused: {err}");
+    if let Some(response) = Response::for_error(err) {
+        if let Err(write_err) = response.write_to(out, false) {
+            log::debug!("could not write the {} answer: {write_err}", response.status());
+        }
+    }
+}

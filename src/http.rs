@@ -1,0 +1,619 @@
+//! Just enough HTTP/1.x: a request head read under limits of size and time, a request body, and
+//! plain responses. Parsing is `httparse`; everything here is bounded in bytes and in time.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Instant;
+
+use crate::config::RequestLimits;
+use crate::error::{Error, Phase, Result};
+
+/// Headers beyond this count make a head "too large" (431).
+pub(crate) const MAX_HEADERS: usize = 64;
+
+/// A request head: method, target, headers and the peer's address.
+///
+/// The built-in server and [`SseHandler::serve`](crate::SseHandler::serve) read it from the socket; a
+/// host server that has parsed the request itself builds one with [`Request::new`] and
+/// [`Request::with_header`] and hands it to [`SseHandler::accept`](crate::SseHandler::accept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    peer: Option<SocketAddr>,
+}
+
+impl Request {
+    /// A request with this method (`GET`, ...) and target (path plus optional `?query`).
+    ///
+    /// ```
+    /// let request = sse_handler::Request::new("GET", "/events?event=tick")
+    ///     .with_header("Last-Event-ID", "41");
+    /// assert_eq!(request.path(), "/events");
+    /// assert_eq!(request.query_values("event").collect::<Vec<_>>(), ["tick"]);
+    /// ```
+    pub fn new(method: impl Into<String>, target: impl Into<String>) -> Request {
+        Request { method: method.into(), target: target.into(), headers: Vec::new(), peer: None }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Request {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the address of the client that sent the request.
+    pub fn with_peer(mut self, peer: SocketAddr) -> Request {
+        self.peer = Some(peer);
+        self
+    }
+
+    /// The method, as sent (`GET`, `POST`, ...).
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The request target as sent: path and query.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The path part of the target, without the query.
+    pub fn path(&self) -> &str {
+        self.target.split_once('?').map_or(&self.target, |(path, _)| path)
+    }
+
+    /// The raw query string (after `?`), if any.
+    pub fn query(&self) -> Option<&str> {
+        self.target.split_once('?').map(|(_, query)| query)
+    }
+
+    /// Every value of a query parameter, in order, percent-decoded (`+` is a space).
+    pub fn query_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = String> + 'a {
+        self.query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+            .filter(move |(key, _)| percent_decode(key) == name)
+            .map(|(_, value)| percent_decode(value))
+    }
+
+    /// The first value of a query parameter, percent-decoded.
+    pub fn query_value(&self, name: &str) -> Option<String> {
+        self.query_values(name).next()
+    }
+
+    /// All headers, in the order received.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// The first header with this name (ASCII case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The client's address, when known.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+}
+
+/// Decodes `%XX` escapes and `+`; invalid escapes stay as they are, invalid UTF-8 becomes U+FFFD.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex_value(bytes[i + 1]), hex_value(bytes[i + 2])) {
+                (Some(high), Some(low)) => {
+                    out.push(high << 4 | low);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_value(byte: u8) -> Option<u8> {
+    (byte as char).to_digit(16).map(|d| d as u8)
+}
+
+/// A request head read off a socket, with whatever bytes came after it.
+#[derive(Debug)]
+pub(crate) struct ReadHead {
+    pub(crate) request: Request,
+    pub(crate) leftover: Vec<u8>,
+    pub(crate) deadline: Instant,
+}
+
+/// Reads one request head from `stream`, within `limits.max_head_bytes` and `limits.read_timeout` in
+/// total (not per read, so a client trickling one byte at a time is cut off all the same).
+pub(crate) fn read_head(stream: &TcpStream, limits: &RequestLimits) -> Result<ReadHead> {
+    let deadline = Instant::now() + limits.read_timeout;
+    let mut buf = Vec::with_capacity(1024.min(limits.max_head_bytes));
+    let mut chunk = [0u8; 1024];
+    loop {
+        let room = (limits.max_head_bytes - buf.len()).min(chunk.len());
+        let n = read_before(stream, &mut chunk[..room], deadline)?;
+        if n == 0 {
+            return Err(if buf.is_empty() {
+                Error::Io(io::ErrorKind::UnexpectedEof.into())
+            } else {
+                Error::BadRequest("the connection closed in the middle of the request head")
+            });
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some((mut request, len)) = parse_head(&buf, limits.max_head_bytes)? {
+            request.peer = stream.peer_addr().ok();
+            return Ok(ReadHead { request, leftover: buf.split_off(len), deadline });
+        }
+    }
+}
+
+/// One read that gives up at `deadline`.
+fn read_before(mut stream: &TcpStream, buf: &mut [u8], deadline: Instant) -> Result<usize> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout(Phase::ReadRequest));
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(buf) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            result => return result.map_err(|err| Error::from_io(err, Phase::ReadRequest)),
+        }
+    }
+}
+
+/// Closes a connection whose request was not read in full (an error answer) without losing the answer:
+/// closing with unread input makes the kernel send a reset, which can destroy the answer before the
+/// client reads it. So: end our side, then read and discard what the client still sends, briefly.
+pub(crate) fn linger_close(mut stream: &TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let deadline = Instant::now() + std::time::Duration::from_millis(500);
+    let mut sink = [0u8; 4096];
+    let mut discarded = 0;
+    while discarded < 256 * 1024 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => discarded += n,
+        }
+    }
+}
+
+/// Parses a request head from the start of `buf`: `Ok(None)` while it is incomplete (and shorter than
+/// `max_head_bytes`), else the request and the head's length.
+pub(crate) fn parse_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Request, usize)>> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= max_head_bytes => {
+            return Err(Error::HeadTooLarge { limit: max_head_bytes });
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Error::HeadTooLarge { limit: max_head_bytes });
+        }
+        Err(err) => return Err(Error::BadRequest(parse_error_text(err))),
+    };
+    let (Some(method), Some(target)) = (parsed.method, parsed.path) else {
+        return Err(Error::BadRequest("incomplete request line"));
+    };
+    let mut request = Request::new(method, target);
+    for header in parsed.headers.iter() {
+        let Ok(value) = std::str::from_utf8(header.value) else {
+            return Err(Error::BadRequest("a header value is not valid UTF-8"));
+        };
+        request.headers.push((header.name.to_owned(), value.trim().to_owned()));
+    }
+    Ok(Some((request, len)))
+}
+
+fn parse_error_text(err: httparse::Error) -> &'static str {
+    match err {
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Status => "invalid status",
+        httparse::Error::Token => "invalid method",
+        httparse::Error::TooManyHeaders => "too many headers",
+        httparse::Error::Version => "not an HTTP/1.x request",
+    }
+}
+
+/// Reads the request body that `request`'s headers announce (`Content-Length` or chunked), starting
+/// with the bytes already read past the head, within the limits and the head's deadline.
+pub(crate) fn read_body(stream: &TcpStream, head: &ReadHead, limits: &RequestLimits) -> Result<Vec<u8>> {
+    let mut reader = DeadlineReader { stream, deadline: head.deadline };
+    let mut input = io::Read::chain(&head.leftover[..], &mut reader);
+    read_body_from(&mut input, &head.request, limits.max_body_bytes)
+}
+
+struct DeadlineReader<'a> {
+    stream: &'a TcpStream,
+    deadline: Instant,
+}
+
+impl Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        read_before(self.stream, buf, self.deadline).map_err(|err| match err {
+            Error::Io(err) => err,
+            _ => io::ErrorKind::TimedOut.into(),
+        })
+    }
+}
+
+/// The body-framing logic, over any reader (unit tests use byte slices).
+pub(crate) fn read_body_from(input: &mut impl Read, request: &Request, max: usize) -> Result<Vec<u8>> {
+    let mut lengths = request.headers().iter().filter(|(n, _)| n.eq_ignore_ascii_case("content-length"));
+    let encodings: Vec<&str> = request
+        .headers()
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let body_error = |err: io::Error| match err.kind() {
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Error::Timeout(Phase::ReadRequest),
+        io::ErrorKind::UnexpectedEof => Error::BadRequest("the body ended before its announced length"),
+        io::ErrorKind::InvalidData => Error::BadRequest("malformed chunked body"),
+        _ => Error::Io(err),
+    };
+
+    match (lengths.next(), encodings.is_empty()) {
+        (Some(_), false) => Err(Error::BadRequest("both Content-Length and Transfer-Encoding")),
+        (None, false) => {
+            let chunked = encodings.len() == 1 && encodings[0].eq_ignore_ascii_case("chunked");
+            if !chunked {
+                return Err(Error::BadRequest("only the chunked transfer coding is supported"));
+            }
+            read_chunked(input, max, body_error)
+        }
+        (Some((_, value)), true) => {
+            if lengths.any(|(_, other)| other != value) {
+                return Err(Error::BadRequest("conflicting Content-Length headers"));
+            }
+            let len = parse_content_length(value)?;
+            if len > max {
+                return Err(Error::BodyTooLarge { limit: max });
+            }
+            let mut body = vec![0; len];
+            input.read_exact(&mut body).map_err(body_error)?;
+            Ok(body)
+        }
+        (None, true) => Ok(Vec::new()),
+    }
+}
+
+fn parse_content_length(value: &str) -> Result<usize> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::BadRequest("invalid Content-Length"));
+    }
+    // Too many digits for a usize is certainly over any body limit.
+    Ok(value.parse().unwrap_or(usize::MAX))
+}
+
+fn read_chunked(
+    input: &mut impl Read,
+    max: usize,
+    body_error: impl Fn(io::Error) -> Error,
+) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line = read_line(input, 1024).map_err(&body_error)?;
+        let size_text = line.split(';').next().unwrap_or("").trim();
+        if size_text.is_empty() || size_text.len() > 16 {
+            return Err(Error::BadRequest("invalid chunk size"));
+        }
+        let size =
+            usize::from_str_radix(size_text, 16).map_err(|_| Error::BadRequest("invalid chunk size"))?;
+        if size == 0 {
+            break;
+        }
+        if size > max - body.len() {
+            return Err(Error::BodyTooLarge { limit: max });
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        input.read_exact(&mut body[start..]).map_err(&body_error)?;
+        if !read_line(input, 2).map_err(&body_error)?.is_empty() {
+            return Err(Error::BadRequest("chunk data longer than its size"));
+        }
+    }
+    // Trailer fields, up to the blank line that ends the message; their content is ignored.
+    let mut trailer_bytes = 0;
+    loop {
+        let line = read_line(input, 1024).map_err(&body_error)?;
+        if line.is_empty() {
+            return Ok(body);
+        }
+        trailer_bytes += line.len();
+        if trailer_bytes > 8 * 1024 {
+            return Err(Error::BadRequest("chunked trailer too large"));
+        }
+    }
+}
+
+/// Reads one CRLF-terminated line of at most `max` bytes (a line in the chunked framing).
+fn read_line(input: &mut impl Read, max: usize) -> io::Result<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        input.read_exact(&mut byte)?;
+        match byte[0] {
+            b'\n' if line.last() == Some(&b'\r') => {
+                line.pop();
+                return String::from_utf8(line).map_err(|_| io::ErrorKind::InvalidData.into());
+            }
+            b => line.push(b),
+        }
+        if line.len() > max + 1 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "chunk line too long"));
+        }
+    }
+}
+
+/// A complete, plain HTTP response: what a route handler returns.
+///
+/// It is sent with `Content-Length` and `Connection: close`.
+///
+/// ```
+/// use sse_handler::Response;
+///
+/// let page = Response::html("<h1>hello</h1>");
+/// let teapot = Response::new(418).with_header("X-Reason", "short and stout").with_body("no coffee");
+/// # let _ = (page, teapot);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    /// An empty response with this status.
+    pub fn new(status: u16) -> Response {
+        Response { status, headers: Vec::new(), body: Vec::new() }
+    }
+
+    /// `200` with a `text/plain; charset=utf-8` body.
+    pub fn text(body: impl Into<String>) -> Response {
+        Response::new(200).with_header("Content-Type", "text/plain; charset=utf-8").with_body(body.into())
+    }
+
+    /// `200` with a `text/html; charset=utf-8` body.
+    pub fn html(body: impl Into<String>) -> Response {
+        Response::new(200).with_header("Content-Type", "text/html; charset=utf-8").with_body(body.into())
+    }
+
+    /// Adds a header. Names or values holding CR or LF are dropped when the response is written, since
+    /// they would split it.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Response {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Response {
+        self.body = body.into();
+        self
+    }
+
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The headers, in order.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// The body.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The answer to a request that failed with `err`, or `None` if the error has no HTTP answer.
+    pub(crate) fn for_error(err: &Error) -> Option<Response> {
+        let status = err.http_status()?;
+        let mut response = Response::new(status)
+            .with_header("Content-Type", "text/plain; charset=utf-8")
+            .with_body(format!("{err}\n"));
+        match err {
+            Error::MethodNotAllowed { allowed } => response = response.with_header("Allow", allowed.as_str()),
+            Error::Rejected(rejection) => {
+                response.body = format!("{}\n", rejection.message()).into_bytes();
+                response.headers.extend(rejection.headers().iter().cloned());
+            }
+            _ => {}
+        }
+        Some(response)
+    }
+
+    /// Writes the whole response; with `head_only` (a `HEAD` request) the body is left out.
+    pub(crate) fn write_to(&self, out: &mut impl Write, head_only: bool) -> io::Result<()> {
+        let mut bytes = Vec::with_capacity(128 + self.body.len());
+        write_status_line(&mut bytes, self.status);
+        for (name, value) in &self.headers {
+            push_header(&mut bytes, name, value);
+        }
+        push_header(&mut bytes, "Content-Length", &self.body.len().to_string());
+        push_header(&mut bytes, "Connection", "close");
+        bytes.extend_from_slice(b"\r\n");
+        if !head_only {
+            bytes.extend_from_slice(&self.body);
+        }
+        out.write_all(&bytes)?;
+        out.flush()
+    }
+}
+
+pub(crate) fn write_status_line(bytes: &mut Vec<u8>, status: u16) {
+    bytes.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason_phrase(status)).as_bytes());
+}
+
+/// Appends `name: value\r\n`, unless either part would break the head (then it is dropped, with a log).
+pub(crate) fn push_header(bytes: &mut Vec<u8>, name: &str, value: &str) {
+    if !is_valid_header(name, value) {
+        log::warn!("dropping response header {name:?}: it is not a valid HTTP header");
+        return;
+    }
+    bytes.extend_from_slice(name.as_bytes());
+    bytes.extend_from_slice(b": ");
+    bytes.extend_from_slice(value.as_bytes());
+    bytes.extend_from_slice(b"\r\n");
+}
+
+/// A header name is an RFC 9110 token; a value has no CR, LF or NUL.
+pub(crate) fn is_valid_header(name: &str, value: &str) -> bool {
+    let token_byte = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    !name.is_empty() && name.bytes().all(token_byte) && !value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0))
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        202 => "Accepted",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &[u8]) -> Result<Option<(Request, usize)>> {
+        parse_head(bytes, 8192)
+    }
+
+    #[test]
+    fn parses_a_complete_head_and_reports_its_length() {
+        let bytes = b"GET /events?event=a&event=b%20c HTTP/1.1\r\nHost: x\r\nLast-Event-ID:  7 \r\n\r\nextra";
+        let (request, len) = parse(bytes).unwrap().unwrap();
+        assert_eq!(len, bytes.len() - b"extra".len());
+        assert_eq!(request.method(), "GET");
+        assert_eq!(request.path(), "/events");
+        assert_eq!(request.header("last-event-id"), Some("7"));
+        assert_eq!(request.query_values("event").collect::<Vec<_>>(), ["a", "b c"]);
+    }
+
+    #[test]
+    fn partial_heads_wait_for_more_until_the_limit() {
+        assert!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
+        let long = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(100));
+        assert!(matches!(parse_head(long.as_bytes(), 64), Err(Error::HeadTooLarge { limit: 64 })));
+    }
+
+    #[test]
+    fn malformed_heads_are_bad_requests() {
+        for bytes in [
+            &b"GET / HTTP/2.0\r\n\r\n"[..],
+            b"GE T / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: a\0b\r\n\r\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        ] {
+            assert!(matches!(parse(bytes), Err(Error::BadRequest(_))), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn too_many_headers_is_too_large() {
+        let mut head = String::from("GET / HTTP/1.1\r\n");
+        for i in 0..=MAX_HEADERS {
+            head.push_str(&format!("X-{i}: v\r\n"));
+        }
+        head.push_str("\r\n");
+        assert!(matches!(parse_head(head.as_bytes(), 1 << 20), Err(Error::HeadTooLarge { .. })));
+    }
+
+    #[test]
+    fn query_decoding() {
+        let request = Request::new("GET", "/p?a=1&b=x+y&a=%E2%9C%93&c&%61=2&bad=%zz&end=%4");
+        assert_eq!(request.query_values("a").collect::<Vec<_>>(), ["1", "✓", "2"]);
+        assert_eq!(request.query_value("b").as_deref(), Some("x y"));
+        assert_eq!(request.query_value("c").as_deref(), Some(""));
+        assert_eq!(request.query_value("bad").as_deref(), Some("%zz"));
+        assert_eq!(request.query_value("end").as_deref(), Some("%4"));
+        assert_eq!(request.query_value("missing"), None);
+    }
+
+    fn body(headers: &[(&str, &str)], input: &[u8], max: usize) -> Result<Vec<u8>> {
+        let mut request = Request::new("POST", "/publish");
+        for (name, value) in headers {
+            request = request.with_header(*name, *value);
+        }
+        read_body_from(&mut &input[..], &request, max)
+    }
+
+    #[test]
+    fn body_by_content_length() {
+        assert_eq!(body(&[("Content-Length", "3")], b"abcdef", 10).unwrap(), b"abc");
+        assert_eq!(body(&[], b"ignored", 10).unwrap(), b"");
+        assert!(matches!(body(&[("Content-Length", "11")], b"", 10), Err(Error::BodyTooLarge { limit: 10 })));
+        assert!(matches!(body(&[("Content-Length", "5")], b"abc", 10), Err(Error::BadRequest(_))));
+        assert!(matches!(body(&[("Content-Length", "-1")], b"", 10), Err(Error::BadRequest(_))));
+        assert!(matches!(
+            body(&[("Content-Length", "99999999999999999999999")], b"", 10),
+            Err(Error::BodyTooLarge { .. })
+        ));
+        let conflicting = [("Content-Length", "1"), ("Content-Length", "2")];
+        assert!(matches!(body(&conflicting, b"ab", 10), Err(Error::BadRequest(_))));
+    }
+
+    #[test]
+    fn body_by_chunks() {
+        let te = [("Transfer-Encoding", "chunked")];
+        assert_eq!(body(&te, b"3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nX-T: 1\r\n\r\n", 10).unwrap(), b"abcde");
+        assert!(matches!(body(&te, b"b\r\nabcdefghijk\r\n0\r\n\r\n", 10), Err(Error::BodyTooLarge { .. })));
+        for bad in [&b"z\r\nabc\r\n0\r\n\r\n"[..], b"3\r\nabcd\r\n0\r\n\r\n", b"\r\n", b"3\r\nab"] {
+            assert!(matches!(body(&te, bad, 10), Err(Error::BadRequest(_))), "{bad:?}");
+        }
+        let both = [("Content-Length", "3"), ("Transfer-Encoding", "chunked")];
+        assert!(matches!(body(&both, b"", 10), Err(Error::BadRequest(_))));
+        let gzip = [("Transfer-Encoding", "gzip")];
+        assert!(matches!(body(&gzip, b"", 10), Err(Error::BadRequest(_))));
+    }
+
+    #[test]
+    fn responses_never_carry_broken_headers() {
+        let response =
+            Response::text("hi").with_header("X-Bad", "a\r\nInjected: 1").with_header("Bad Name", "v");
+        let mut out = Vec::new();
+        response.write_to(&mut out, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"
+        );
+    }
+}

@@ -1,0 +1,25 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod auth;
+pub mod client;
+mod config;
+mod connection;
+mod error;
+mod event;
+mod handler;
+mod history;
+mod http;
+mod registry;
+mod server;
+
+pub use auth::{AllowAll, Authenticator, BearerToken, Rejection};
+pub use config::{Config, RequestLimits, UnknownIdPolicy};
+pub use error::{Error, Field, FieldProblem, Phase, Result};
+pub use event::{Event, EventBuilder};
+pub use handler::{HandlerBuilder, NewConnection, Sent, SseHandler};
+pub use history::{History, MemoryHistory};
+pub use http::{Request, Response};
+pub use registry::{CloseReason, ConnectionId, ConnectionInfo, Replay};
+pub use server::{Server, ServerConfig, ServerHandle, ShutdownReport};

@@ -1,0 +1,546 @@
+//! The built-in blocking server: one accept thread, one OS thread per connection, routes by path.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::auth::{AllowAll, Authenticator};
+use crate::config::RequestLimits;
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::handler::{SseHandler, answer_error};
+use crate::http::{self, ReadHead, Request, Response};
+
+type RouteFn = dyn Fn(&Request) -> Response + Send + Sync;
+
+/// Settings of the built-in [`Server`]. Every field documents its default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Limits on reading each request (head size, body size, time). Default [`RequestLimits::default`].
+    pub request_limits: RequestLimits,
+    /// Connections served at once (streams and plain requests together); one more is answered `503`
+    /// and closed without a thread. Default 10 000.
+    pub max_connections: usize,
+    /// Stack size of each connection thread. The loop itself needs little; hooks, authenticators and
+    /// route handlers run on this stack too. Default 256 KiB.
+    pub thread_stack_size: usize,
+    /// How long [`ServerHandle::shutdown`] waits for streams to end by themselves before it closes
+    /// their sockets. Default 5 s.
+    pub shutdown_timeout: Duration,
+    /// Send timeout for plain responses (streams use their handler's). Default 30 s.
+    pub send_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            request_limits: RequestLimits::default(),
+            max_connections: 10_000,
+            thread_stack_size: 256 * 1024,
+            shutdown_timeout: Duration::from_secs(5),
+            send_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Sets [`ServerConfig::request_limits`].
+    pub fn request_limits(mut self, limits: RequestLimits) -> ServerConfig {
+        self.request_limits = limits;
+        self
+    }
+
+    /// Sets [`ServerConfig::max_connections`].
+    pub fn max_connections(mut self, connections: usize) -> ServerConfig {
+        self.max_connections = connections;
+        self
+    }
+
+    /// Sets [`ServerConfig::thread_stack_size`].
+    pub fn thread_stack_size(mut self, bytes: usize) -> ServerConfig {
+        self.thread_stack_size = bytes;
+        self
+    }
+
+    /// Sets [`ServerConfig::shutdown_timeout`].
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> ServerConfig {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ServerConfig::send_timeout`].
+    pub fn send_timeout(mut self, timeout: Duration) -> ServerConfig {
+        self.send_timeout = timeout;
+        self
+    }
+}
+
+enum Endpoint {
+    Stream(SseHandler),
+    Publish { handler: SseHandler, authenticator: Box<dyn Authenticator> },
+    Plain { method: String, respond: Box<RouteFn> },
+}
+
+impl Endpoint {
+    fn methods(&self) -> &str {
+        match self {
+            Endpoint::Stream(_) => "GET, OPTIONS",
+            Endpoint::Publish { .. } => "POST",
+            Endpoint::Plain { method, .. } => method,
+        }
+    }
+
+    fn takes(&self, method: &str) -> bool {
+        match self {
+            Endpoint::Plain { method: get, .. } if get == "GET" && method == "HEAD" => true,
+            _ => self.methods().split(", ").any(|m| m == method),
+        }
+    }
+}
+
+/// A blocking HTTP/1.1 server for event streams, a publish endpoint and plain routes.
+///
+/// ```no_run
+/// use sse_handler::{Config, Response, Server, SseHandler};
+///
+/// let events = SseHandler::new(Config::default())?;
+/// let server = Server::bind("127.0.0.1:8080")?
+///     .stream("/events", &events)
+///     .publish("/publish", &events)
+///     .get("/", |_request| Response::html("<script>new EventSource('/events')</script>"))
+///     .spawn()?;
+/// println!("listening on http://{}", server.local_addr());
+/// // ... later:
+/// server.shutdown();
+/// # Ok::<(), sse_handler::Error>(())
+/// ```
+pub struct Server {
+    listener: TcpListener,
+    routes: Vec<(String, Endpoint)>,
+    config: ServerConfig,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let paths: Vec<&str> = self.routes.iter().map(|(path, _)| path.as_str()).collect();
+        f.debug_struct("Server").field("listener", &self.listener).field("paths", &paths).finish()
+    }
+}
+
+impl Server {
+    /// Binds a listener to `addr` (`"127.0.0.1:0"` picks a free port).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the address cannot be bound.
+    pub fn bind(addr: impl ToSocketAddrs) -> Result<Server> {
+        Ok(Server::from_listener(TcpListener::bind(addr)?))
+    }
+
+    /// Serves on a listener the caller has bound.
+    pub fn from_listener(listener: TcpListener) -> Server {
+        Server { listener, routes: Vec::new(), config: ServerConfig::default() }
+    }
+
+    /// Uses these settings instead of the defaults.
+    pub fn config(mut self, config: ServerConfig) -> Server {
+        self.config = config;
+        self
+    }
+
+    /// Serves event streams of `handler` at `path` (`GET`, and `OPTIONS` for CORS preflights).
+    pub fn stream(mut self, path: impl Into<String>, handler: &SseHandler) -> Server {
+        self.routes.push((path.into(), Endpoint::Stream(handler.clone())));
+        self
+    }
+
+    /// Publishes to `handler` from `POST path?event=..&data=..&id=..&retry=..`, open to anyone. When
+    /// `data` is absent, the request body is the data (its line breaks become `data:` lines). `retry`
+    /// is in milliseconds. Answers `200` with `{"id":..,"connections":N}`, or `400` for an invalid event.
+    pub fn publish(self, path: impl Into<String>, handler: &SseHandler) -> Server {
+        self.publish_with(path, handler, AllowAll)
+    }
+
+    /// As [`publish`](Server::publish), with its own authenticator (streams keep theirs).
+    pub fn publish_with(
+        mut self,
+        path: impl Into<String>,
+        handler: &SseHandler,
+        authenticator: impl Authenticator,
+    ) -> Server {
+        let endpoint = Endpoint::Publish { handler: handler.clone(), authenticator: Box::new(authenticator) };
+        self.routes.push((path.into(), endpoint));
+        self
+    }
+
+    /// Answers `GET` (and `HEAD`) on `path` with what `respond` returns. A panic in `respond` is
+    /// answered `500`.
+    pub fn get(
+        self,
+        path: impl Into<String>,
+        respond: impl Fn(&Request) -> Response + Send + Sync + 'static,
+    ) -> Server {
+        self.route("GET", path, respond)
+    }
+
+    /// Answers `method` on `path` with what `respond` returns.
+    pub fn route(
+        mut self,
+        method: impl Into<String>,
+        path: impl Into<String>,
+        respond: impl Fn(&Request) -> Response + Send + Sync + 'static,
+    ) -> Server {
+        let endpoint = Endpoint::Plain { method: method.into(), respond: Box::new(respond) };
+        self.routes.push((path.into(), endpoint));
+        self
+    }
+
+    /// The address the listener is bound to.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the socket cannot say.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Starts the accept thread and returns at once.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the thread cannot be started or the listener has no address.
+    pub fn spawn(self) -> Result<ServerHandle> {
+        let addr = self.listener.local_addr()?;
+        let shared = Arc::new(ServerShared {
+            routes: self.routes,
+            config: self.config,
+            stopping: AtomicBool::new(false),
+            live: Mutex::new(HashMap::new()),
+            all_done: Condvar::new(),
+            next_connection: AtomicU64::new(1),
+        });
+        let listener = self.listener;
+        let accept_shared = Arc::clone(&shared);
+        let accept_thread = thread::Builder::new()
+            .name("sse-accept".into())
+            .spawn(move || accept_loop(&listener, &accept_shared))?;
+        log::info!("listening on http://{addr}");
+        Ok(ServerHandle { addr, shared, accept_thread })
+    }
+
+    /// Serves on the current thread until the process ends.
+    ///
+    /// # Errors
+    /// As [`spawn`](Server::spawn).
+    pub fn run(self) -> Result<()> {
+        let handle = self.spawn()?;
+        let _ = handle.accept_thread.join();
+        Ok(())
+    }
+}
+
+/// A running [`Server`]. Dropping it leaves the server running; call [`shutdown`](ServerHandle::shutdown)
+/// to stop it.
+#[derive(Debug)]
+pub struct ServerHandle {
+    addr: SocketAddr,
+    shared: Arc<ServerShared>,
+    accept_thread: JoinHandle<()>,
+}
+
+/// What [`ServerHandle::shutdown`] had to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Connections whose sockets had to be closed because they did not end within the shutdown timeout
+    /// (a client that stopped reading, a route handler still running).
+    pub forced: usize,
+    /// Threads still running when `shutdown` gave up waiting (stuck in application code); 0 normally.
+    pub still_running: usize,
+}
+
+impl ServerHandle {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// How many connections are being served now (streams and plain requests).
+    pub fn connection_count(&self) -> usize {
+        self.shared.live.lock().len()
+    }
+
+    /// Stops the server within [`ServerConfig::shutdown_timeout`] (plus a short grace for forced
+    /// closes): stops accepting, shuts down every handler it serves (so streams write what is queued and
+    /// close), waits for the connection threads, closes the sockets of any that are still there, and
+    /// joins the threads.
+    pub fn shutdown(self) -> ShutdownReport {
+        let timeout = self.shared.config.shutdown_timeout;
+        self.shutdown_within(timeout)
+    }
+
+    /// As [`shutdown`](ServerHandle::shutdown), with its own time limit.
+    pub fn shutdown_within(self, timeout: Duration) -> ShutdownReport {
+        let shared = &self.shared;
+        shared.stopping.store(true, Ordering::SeqCst);
+        wake_accept(self.addr);
+        let _ = self.accept_thread.join();
+
+        for (_, endpoint) in &shared.routes {
+            if let Endpoint::Stream(handler) | Endpoint::Publish { handler, .. } = endpoint {
+                handler.shutdown();
+            }
+        }
+        // Requests still being read will never be served: end their reads now.
+        for live in shared.live.lock().values() {
+            let _ = live.socket.shutdown(Shutdown::Read);
+        }
+        let mut forced = 0;
+        if !shared.wait_until_idle(Instant::now() + timeout) {
+            for live in shared.live.lock().values() {
+                let _ = live.socket.shutdown(Shutdown::Both);
+                forced += 1;
+            }
+            shared.wait_until_idle(Instant::now() + Duration::from_secs(1));
+        }
+        let stragglers: Vec<Live> = shared.live.lock().drain().map(|(_, live)| live).collect();
+        let still_running =
+            stragglers.iter().filter(|live| live.thread.as_ref().is_some_and(|t| !t.is_finished())).count();
+        for live in stragglers {
+            if let Some(thread) = live.thread.filter(JoinHandle::is_finished) {
+                let _ = thread.join();
+            }
+        }
+        if still_running > 0 {
+            log::warn!("shutdown: {still_running} connection threads did not end in time");
+        }
+        log::info!("server on {} shut down ({forced} connections closed by force)", self.addr);
+        ShutdownReport { forced, still_running }
+    }
+}
+
+struct ServerShared {
+    routes: Vec<(String, Endpoint)>,
+    config: ServerConfig,
+    stopping: AtomicBool,
+    /// Every connection being served, so that shutdown can end their reads and join their threads.
+    live: Mutex<HashMap<u64, Live>>,
+    all_done: Condvar,
+    next_connection: AtomicU64,
+}
+
+impl std::fmt::Debug for ServerShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerShared").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+struct Live {
+    socket: Arc<TcpStream>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ServerShared {
+    /// Waits until no connection is left; false if `deadline` came first.
+    fn wait_until_idle(&self, deadline: Instant) -> bool {
+        let mut live = self.live.lock();
+        while !live.is_empty() {
+            if self.all_done.wait_until(&mut live, deadline).timed_out() {
+                return live.is_empty();
+            }
+        }
+        true
+    }
+
+    fn connection_done(&self, number: u64) {
+        let mut live = self.live.lock();
+        // Dropping our own JoinHandle detaches this thread, which is about to end anyway.
+        live.remove(&number);
+        if live.is_empty() {
+            self.all_done.notify_all();
+        }
+    }
+}
+
+/// Connects to our own listener so that a blocked `accept` returns and sees the stop flag.
+fn wake_accept(addr: SocketAddr) {
+    let mut target = addr;
+    if addr.ip().is_unspecified() {
+        target.set_ip(match addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        });
+    }
+    let _ = TcpStream::connect_timeout(&target, Duration::from_secs(1));
+}
+
+fn accept_loop(listener: &TcpListener, shared: &Arc<ServerShared>) {
+    for incoming in listener.incoming() {
+        if shared.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match incoming {
+            Ok(stream) => stream,
+            Err(err) => {
+                // Out of file descriptors, mostly: back off a little rather than spin.
+                log::warn!("accept failed: {err}");
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        if shared.live.lock().len() >= shared.config.max_connections {
+            refuse_busy(&stream, shared.config.max_connections);
+            continue;
+        }
+        let number = shared.next_connection.fetch_add(1, Ordering::Relaxed);
+        let socket = Arc::new(stream);
+        shared.live.lock().insert(number, Live { socket: Arc::clone(&socket), thread: None });
+        let thread_shared = Arc::clone(shared);
+        let spawned = thread::Builder::new()
+            .name(format!("sse-conn-{number}"))
+            .stack_size(shared.config.thread_stack_size)
+            .spawn(move || {
+                serve_connection(&thread_shared, &socket);
+                thread_shared.connection_done(number);
+            });
+        match spawned {
+            Ok(thread) => {
+                if let Some(live) = shared.live.lock().get_mut(&number) {
+                    live.thread = Some(thread);
+                }
+            }
+            Err(err) => {
+                log::warn!("cannot start a connection thread: {err}");
+                shared.connection_done(number);
+            }
+        }
+    }
+}
+
+fn refuse_busy(stream: &TcpStream, limit: usize) {
+    log::warn!("refusing a connection from {:?}: {limit} connections already", stream.peer_addr().ok());
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    answer_error(&mut &*stream, &Error::TooManyConnections { limit });
+}
+
+/// One connection's thread: read the head, route it, serve it.
+fn serve_connection(shared: &ServerShared, socket: &TcpStream) {
+    let _ = socket.set_nodelay(true);
+    let limits = &shared.config.request_limits;
+    let head = match http::read_head(socket, limits) {
+        Ok(head) => head,
+        // Shutdown ended this read; say so rather than blame the request.
+        Err(_) if shared.stopping.load(Ordering::SeqCst) => return refuse(socket, &Error::ShutDown),
+        Err(err) => return refuse(socket, &err),
+    };
+    let request = &head.request;
+    let matching: Vec<&Endpoint> =
+        shared.routes.iter().filter(|(path, _)| path == request.path()).map(|(_, e)| e).collect();
+    let Some(endpoint) = matching.iter().find(|e| e.takes(request.method())) else {
+        let err = if matching.is_empty() {
+            Error::NotFound(request.path().to_owned())
+        } else {
+            let allowed: Vec<&str> = matching.iter().map(|e| e.methods()).collect();
+            Error::MethodNotAllowed { allowed: allowed.join(", ") }
+        };
+        refuse(socket, &err);
+        return;
+    };
+    let _ = socket.set_write_timeout(Some(shared.config.send_timeout));
+    match endpoint {
+        Endpoint::Stream(handler) => match handler.accept_shared(socket, request) {
+            Ok(Some(reason)) => log::debug!("{:?}: stream ended: {reason}", request.peer()),
+            Ok(None) => {}
+            Err(err) => log::debug!("{:?}: stream refused: {err}", request.peer()),
+        },
+        Endpoint::Publish { handler, authenticator } => {
+            match publish(handler, authenticator.as_ref(), socket, &head, limits) {
+                Ok(response) => write_response(socket, &response, false),
+                Err(err) => refuse(socket, &err),
+            }
+        }
+        Endpoint::Plain { respond, .. } => {
+            let response = catch_unwind(AssertUnwindSafe(|| respond(request))).unwrap_or_else(|_| {
+                log::error!("the handler for {} {} panicked", request.method(), request.path());
+                Response::new(500).with_body("internal server error\n")
+            });
+            write_response(socket, &response, request.method() == "HEAD");
+        }
+    }
+}
+
+/// Answers a request that failed, then closes without destroying the answer.
+fn refuse(socket: &TcpStream, err: &Error) {
+    let _ = socket.set_write_timeout(Some(Duration::from_secs(5)));
+    answer_error(&mut &*socket, err);
+    http::linger_close(socket);
+}
+
+fn write_response(mut socket: &TcpStream, response: &Response, head_only: bool) {
+    if let Err(err) = response.write_to(&mut socket, head_only) {
+        log::debug!("could not write a {} response: {err}", response.status());
+    }
+}
+
+/// Go `websse`'s publish handler: one event from the query parameters, or the body as its data.
+fn publish(
+    handler: &SseHandler,
+    authenticator: &dyn Authenticator,
+    socket: &TcpStream,
+    head: &ReadHead,
+    limits: &RequestLimits,
+) -> Result<Response> {
+    let request = &head.request;
+    authenticator.authenticate(request).map_err(|rejection| Error::Rejected(Box::new(rejection)))?;
+    let body = http::read_body(socket, head, limits)?;
+    let data = match request.query_value("data") {
+        Some(data) => data,
+        None => String::from_utf8(body).map_err(|_| Error::BadRequest("the body is not UTF-8 text"))?,
+    };
+    let mut event = Event::builder().data(data);
+    if let Some(event_type) = request.query_value("event") {
+        event = event.event(event_type);
+    }
+    if let Some(id) = request.query_value("id") {
+        event = event.id(id);
+    }
+    if let Some(retry) = request.query_value("retry") {
+        let millis: u64 = retry.parse().map_err(|_| Error::BadRequest("retry must be whole milliseconds"))?;
+        event = event.retry(Duration::from_millis(millis));
+    }
+    let sent = handler.send_all(event.build()?)?;
+    let id = sent.id.map_or_else(|| "null".to_owned(), |id| json_string(&id));
+    Ok(Response::new(200)
+        .with_header("Content-Type", "application/json")
+        .with_body(format!("{{\"id\":{id},\"connections\":{}}}\n", sent.connections)))
+}
+
+/// A JSON string literal (the one place we write JSON without the `json` feature).
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string("a\"b\\c\u{1}é"), "\"a\\\"b\\\\c\\u0001é\"");
+    }
+}
