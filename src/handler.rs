@@ -54,7 +54,7 @@ struct Shared {
     config: Config,
     heartbeat_nanos: AtomicU64,
     heartbeat_event: Event,
-    registry: Registry,
+    registry: Registry<Event>,
     /// The publish lock: held while an event is numbered, recorded and queued, and while a new
     /// connection takes its replay and registers, so that no event falls between the two.
     publisher: Mutex<Publisher>,
@@ -261,7 +261,8 @@ impl SseHandler {
             if event.has_data() || event.id().is_some() {
                 publisher.history.append(event.clone());
             }
-            let (connections, full) = shared.registry.broadcast(&event, shared.config.queue_capacity);
+            let capacity = shared.config.queue_capacity;
+            let (connections, full) = shared.registry.broadcast(&event, capacity, |info| info.wants(&event));
             (event, connections, full)
         };
         for id in full {

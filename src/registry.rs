@@ -170,9 +170,9 @@ impl Connection {
     }
 }
 
-struct Entry {
+struct Entry<M> {
     connection: Arc<Connection>,
-    sender: Sender<Event>,
+    sender: Sender<M>,
 }
 
 /// Result of pushing an event into one connection's queue.
@@ -182,19 +182,26 @@ pub(crate) enum Push {
     Gone,
 }
 
-#[derive(Default)]
-pub(crate) struct Registry {
-    entries: RwLock<HashMap<ConnectionId, Entry>>,
+/// The live connections of one handler, each with the sending end of its queue of `M` (events for
+/// SSE, messages for WebSocket).
+pub(crate) struct Registry<M> {
+    entries: RwLock<HashMap<ConnectionId, Entry<M>>>,
 }
 
-impl std::fmt::Debug for Registry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("connections", &self.len()).finish()
+impl<M> Default for Registry<M> {
+    fn default() -> Self {
+        Registry { entries: RwLock::new(HashMap::new()) }
     }
 }
 
-impl Registry {
-    pub(crate) fn insert(&self, connection: Arc<Connection>, sender: Sender<Event>) {
+impl<M> std::fmt::Debug for Registry<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("connections", &self.entries.read().len()).finish()
+    }
+}
+
+impl<M: Clone> Registry<M> {
+    pub(crate) fn insert(&self, connection: Arc<Connection>, sender: Sender<M>) {
         let id = connection.info.id;
         self.entries.write().insert(id, Entry { connection, sender });
     }
@@ -208,7 +215,7 @@ impl Registry {
     }
 
     pub(crate) fn remove_all(&self, reason: CloseReason) -> Vec<Arc<Connection>> {
-        let entries: Vec<Entry> = self.entries.write().drain().map(|(_, entry)| entry).collect();
+        let entries: Vec<Entry<M>> = self.entries.write().drain().map(|(_, entry)| entry).collect();
         entries
             .into_iter()
             .map(|entry| {
@@ -218,16 +225,21 @@ impl Registry {
             .collect()
     }
 
-    /// Pushes `event` to every connection that wants it; returns how many got it, and the ids whose
-    /// queues were full.
-    pub(crate) fn broadcast(&self, event: &Event, capacity: usize) -> (usize, Vec<ConnectionId>) {
+    /// Pushes `message` to every connection for which `wanted` holds; returns how many got it, and
+    /// the ids whose queues were full.
+    pub(crate) fn broadcast(
+        &self,
+        message: &M,
+        capacity: usize,
+        wanted: impl Fn(&ConnectionInfo) -> bool,
+    ) -> (usize, Vec<ConnectionId>) {
         let mut queued = 0;
         let mut full = Vec::new();
         for (id, entry) in self.entries.read().iter() {
-            if !entry.connection.info.wants(event) {
+            if !wanted(&entry.connection.info) {
                 continue;
             }
-            match push(entry, event, capacity) {
+            match push(entry, message, capacity) {
                 Push::Queued => queued += 1,
                 Push::Full => full.push(*id),
                 Push::Gone => {}
@@ -236,8 +248,8 @@ impl Registry {
         (queued, full)
     }
 
-    pub(crate) fn push_one(&self, id: ConnectionId, event: &Event, capacity: usize) -> Option<Push> {
-        self.entries.read().get(&id).map(|entry| push(entry, event, capacity))
+    pub(crate) fn push_one(&self, id: ConnectionId, message: &M, capacity: usize) -> Option<Push> {
+        self.entries.read().get(&id).map(|entry| push(entry, message, capacity))
     }
 
     pub(crate) fn ids(&self) -> Vec<ConnectionId> {
@@ -255,13 +267,13 @@ impl Registry {
     }
 }
 
-fn push(entry: &Entry, event: &Event, capacity: usize) -> Push {
+fn push<M: Clone>(entry: &Entry<M>, message: &M, capacity: usize) -> Push {
     let pending = &entry.connection.pending;
     if pending.fetch_add(1, Ordering::AcqRel) >= capacity {
         pending.fetch_sub(1, Ordering::AcqRel);
         return Push::Full;
     }
-    match entry.sender.send(event.clone()) {
+    match entry.sender.send(message.clone()) {
         Ok(()) => Push::Queued,
         Err(_) => {
             pending.fetch_sub(1, Ordering::AcqRel);
