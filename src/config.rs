@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::http::is_valid_header;
+use crate::registry::OverflowPolicy;
 
 /// What to replay when a client's `Last-Event-ID` is not in the history (it is older than everything
 /// retained, came from another server, or was never issued).
@@ -44,11 +45,21 @@ pub struct Config {
     pub heartbeat_comment: String,
     /// How long one write to a client may block before the client counts as gone. Default 30 s.
     pub send_timeout: Duration,
-    /// Events that may wait in one connection's queue. When a client falls this far behind, it is
-    /// disconnected (and may come back and replay from the history). Default 1024.
+    /// Events that may wait in one connection's queue. When a client falls this far behind, the
+    /// [`overflow`](Config::overflow) policy applies. Default 1024.
     pub queue_capacity: usize,
+    /// Bytes of events that may wait in one connection's queue (one event is always let in, however
+    /// large). Default 4 MiB.
+    pub queue_max_bytes: usize,
+    /// What happens to a client whose queue is full. Default [`OverflowPolicy::Disconnect`]: it is
+    /// dropped, reconnects and replays from the history.
+    pub overflow: OverflowPolicy,
     /// Events kept for replay to clients that reconnect with `Last-Event-ID`. Default 1000; 0 keeps none.
     pub history_capacity: usize,
+    /// Events older than this are dropped from the history. Default `None`: no age limit.
+    pub history_max_age: Option<Duration>,
+    /// The most bytes of events the history keeps (oldest dropped first). Default `None`: no byte limit.
+    pub history_max_bytes: Option<usize>,
     /// What to replay for a `Last-Event-ID` the history does not hold. Default
     /// [`UnknownIdPolicy::ReplayAll`].
     pub unknown_id_policy: UnknownIdPolicy,
@@ -63,6 +74,22 @@ pub struct Config {
     /// A `retry:` hint written when a stream opens, telling the client how long to wait before
     /// reconnecting. Default `None` (browsers then wait about 3 s).
     pub retry: Option<Duration>,
+    /// The `retry:` hint written when the server ends a stream (shutdown, `stop_one`, maximum lifetime,
+    /// too many connections), so the client comes back after this long. Default 3 s.
+    pub reconnect_after: Duration,
+    /// A random extra of up to this much on every `retry:` hint, so that clients dropped together do
+    /// not all come back at the same instant. Default zero.
+    pub retry_jitter: Duration,
+    /// Streams older than this are closed with a `retry:` hint; the client resumes by `Last-Event-ID`.
+    /// Sheds stuck connections and spreads load after a restart. Default `None`: no limit.
+    pub max_lifetime: Option<Duration>,
+    /// Turns on TCP keepalive with this idle time, to find peers that vanished without closing (a
+    /// cable pulled, a laptop asleep) even on streams with nothing to send. Default `None`.
+    pub tcp_keepalive: Option<Duration>,
+    /// Refuse (with [`Error::InvalidField`]) events whose id would make browsers send a CORS preflight
+    /// when they reconnect cross-origin: ids over 128 bytes, or holding a control character or one of
+    /// `"():<>?@[\]{}` (the Fetch standard's CORS-unsafe bytes). Default `false`.
+    pub cors_safe_ids: bool,
     /// The event types clients may subscribe to and publishers may send. Default `None`: any type.
     /// When set, `?event=other` is answered 404 and `send_all` of another type is an error.
     pub event_types: Option<Vec<String>>,
@@ -77,12 +104,21 @@ impl Default for Config {
             heartbeat_comment: "heartbeat".to_owned(),
             send_timeout: Duration::from_secs(30),
             queue_capacity: 1024,
+            queue_max_bytes: 4 * 1024 * 1024,
+            overflow: OverflowPolicy::Disconnect,
             history_capacity: 1000,
+            history_max_age: None,
+            history_max_bytes: None,
             unknown_id_policy: UnknownIdPolicy::ReplayAll,
             auto_ids: true,
             headers: Vec::new(),
             allow_origin: None,
             retry: None,
+            reconnect_after: Duration::from_secs(3),
+            retry_jitter: Duration::ZERO,
+            max_lifetime: None,
+            tcp_keepalive: None,
+            cors_safe_ids: false,
             event_types: None,
             request_limits: RequestLimits::default(),
         }
@@ -111,6 +147,60 @@ impl Config {
     /// Sets [`Config::queue_capacity`].
     pub fn queue_capacity(mut self, events: usize) -> Config {
         self.queue_capacity = events;
+        self
+    }
+
+    /// Sets [`Config::queue_max_bytes`].
+    pub fn queue_max_bytes(mut self, bytes: usize) -> Config {
+        self.queue_max_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Config::overflow`].
+    pub fn overflow(mut self, policy: OverflowPolicy) -> Config {
+        self.overflow = policy;
+        self
+    }
+
+    /// Sets [`Config::history_max_age`].
+    pub fn history_max_age(mut self, age: Duration) -> Config {
+        self.history_max_age = Some(age);
+        self
+    }
+
+    /// Sets [`Config::history_max_bytes`].
+    pub fn history_max_bytes(mut self, bytes: usize) -> Config {
+        self.history_max_bytes = Some(bytes);
+        self
+    }
+
+    /// Sets [`Config::reconnect_after`].
+    pub fn reconnect_after(mut self, after: Duration) -> Config {
+        self.reconnect_after = after;
+        self
+    }
+
+    /// Sets [`Config::retry_jitter`].
+    pub fn retry_jitter(mut self, jitter: Duration) -> Config {
+        self.retry_jitter = jitter;
+        self
+    }
+
+    /// Sets [`Config::max_lifetime`].
+    pub fn max_lifetime(mut self, lifetime: Duration) -> Config {
+        self.max_lifetime = Some(lifetime);
+        self
+    }
+
+    /// Sets [`Config::tcp_keepalive`].
+    pub fn tcp_keepalive(mut self, idle: Duration) -> Config {
+        self.tcp_keepalive = Some(idle);
+        self
+    }
+
+    /// Sets [`Config::cors_safe_ids`].
+    pub fn cors_safe_ids(mut self, on: bool) -> Config {
+        self.cors_safe_ids = on;
         self
     }
 
@@ -176,6 +266,12 @@ impl Config {
         }
         if self.queue_capacity == 0 {
             return invalid("queue_capacity must be at least 1".into());
+        }
+        if self.max_lifetime.is_some_and(|lifetime| lifetime.is_zero()) {
+            return invalid("max_lifetime must be more than zero".into());
+        }
+        if self.tcp_keepalive.is_some_and(|idle| idle.as_secs() == 0) {
+            return invalid("tcp_keepalive must be at least one second".into());
         }
         for (name, value) in &self.headers {
             if !is_valid_header(name, value) {

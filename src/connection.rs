@@ -2,14 +2,16 @@
 //! interval as the timeout, write what arrived (or a heartbeat), and repeat until told to stop or the
 //! client is gone.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::event::Event;
-use crate::registry::{CloseReason, Connection};
+use crate::registry::{CloseReason, Connection, Queued};
+use crate::stats::Counters;
 
 /// What the loop needs from its handler, read afresh on every wait.
 pub(crate) trait Pacing {
@@ -17,41 +19,88 @@ pub(crate) trait Pacing {
     fn heartbeat(&self) -> Duration;
     /// The heartbeat comment to write on an idle stream.
     fn heartbeat_event(&self) -> &Event;
+    /// How long a stream may live before it is closed (with a `retry:` hint), if limited.
+    fn max_lifetime(&self) -> Option<Duration>;
+    /// The `retry:` hint written when the server ends a stream.
+    fn farewell(&self) -> Event;
+    /// The handler's counters.
+    fn counters(&self) -> &Counters;
 }
 
 /// Runs until the stream ends and says why. Every wake-up takes everything already queued and writes it
 /// with one `write_all` and one `flush`, so a burst costs one system call, not one per event.
+///
+/// `socket`, when given, is checked at each heartbeat for a client that has closed its end, so an
+/// idle stream to a vanished client is released within one heartbeat interval.
 pub(crate) fn run(
     out: &mut impl Write,
     queue: &Receiver<Event>,
     connection: &Connection,
     pacing: &impl Pacing,
+    socket: Option<&TcpStream>,
 ) -> CloseReason {
+    let counters = pacing.counters();
+    let end_of_life = pacing.max_lifetime().map(|lifetime| Instant::now() + lifetime);
     let mut batch = Vec::new();
     loop {
-        // `taken` counts queued events only, to keep the connection's pending count exact.
-        let (first, mut taken) = match queue.recv_timeout(pacing.heartbeat()) {
-            Ok(event) => (event, 1),
-            Err(RecvTimeoutError::Timeout) => (pacing.heartbeat_event().clone(), 0),
+        let mut wait = pacing.heartbeat();
+        if let Some(end) = end_of_life {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let _ = write_batch(out, pacing.farewell().as_bytes());
+                return CloseReason::MaxLifetime;
+            }
+            wait = wait.min(left);
+        }
+
+        batch.clear();
+        let mut events = 0u64;
+        match queue.recv_timeout(wait) {
+            Ok(first) => {
+                if connection.close_reason() == Some(&CloseReason::SlowClient) {
+                    // No point writing a backlog to a client that cannot keep up; it will replay.
+                    return CloseReason::SlowClient;
+                }
+                let dropped = connection.counters.dropped_unreported.swap(0, Ordering::Relaxed);
+                if dropped > 0 {
+                    let note = format!("{dropped} events dropped: this connection fell behind");
+                    batch.extend_from_slice(Event::comment(note).as_bytes());
+                }
+                for event in std::iter::once(first).chain(queue.try_iter()) {
+                    connection.taken(event.queued_size());
+                    batch.extend_from_slice(event.as_bytes());
+                    events += 1;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if end_of_life.is_some_and(|end| Instant::now() >= end) {
+                    continue; // the check at the top closes it
+                }
+                if socket.is_some_and(peer_has_closed) {
+                    return CloseReason::ClientGone;
+                }
+                batch.extend_from_slice(pacing.heartbeat_event().as_bytes());
+            }
             // The registry dropped our sender: stopped, shut down, or dropped as a slow client.
             // Everything queued before that has been written by now.
             Err(RecvTimeoutError::Disconnected) => {
-                return connection.close_reason().cloned().unwrap_or(CloseReason::Stopped);
+                let reason = connection.close_reason().cloned().unwrap_or(CloseReason::Stopped);
+                if reason != CloseReason::SlowClient {
+                    // Tell the client when to come back; it may be gone already, which is fine.
+                    let _ = write_batch(out, pacing.farewell().as_bytes());
+                }
+                return reason;
             }
-        };
-        if connection.close_reason() == Some(&CloseReason::SlowClient) {
-            // No point writing a backlog to a client that cannot keep up; it will replay on reconnect.
-            return CloseReason::SlowClient;
         }
-        batch.clear();
-        batch.extend_from_slice(first.as_bytes());
-        while let Ok(event) = queue.try_recv() {
-            batch.extend_from_slice(event.as_bytes());
-            taken += 1;
-        }
-        connection.pending.fetch_sub(taken, Ordering::AcqRel);
         if let Err(err) = write_batch(out, &batch) {
             return close_reason_for(&err);
+        }
+        if events == 0 {
+            connection.counters.heartbeats.fetch_add(1, Ordering::Relaxed);
+            Counters::add(&counters.heartbeats, 1);
+        } else {
+            connection.counters.sent.fetch_add(events, Ordering::Relaxed);
+            Counters::add(&counters.events_sent, events);
         }
     }
 }
@@ -69,43 +118,101 @@ pub(crate) fn close_reason_for(err: &io::Error) -> CloseReason {
     }
 }
 
+/// Whether the client has closed its end (or reset the connection), without blocking. Anything it
+/// sent meanwhile means nothing on an event stream and is discarded, up to a bound.
+fn peer_has_closed(socket: &TcpStream) -> bool {
+    if socket.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut sink = [0u8; 1024];
+    let mut closed = false;
+    for _ in 0..64 {
+        match (&*socket).read(&mut sink) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => continue,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    // Writes must block again (up to the send timeout); if that fails, the socket is unusable anyway.
+    closed || socket.set_nonblocking(false).is_err()
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::OnceLock;
-    use std::sync::atomic::AtomicUsize;
     use std::time::SystemTime;
 
-    use crossbeam_channel::unbounded;
-
     use super::*;
-    use crate::registry::{ConnectionInfo, Replay};
+    use crate::registry::{ConnectionInfo, Registry, Replay};
 
-    struct Fixed(Duration, Event);
+    struct Fixed {
+        heartbeat: Duration,
+        heartbeat_event: Event,
+        lifetime: Option<Duration>,
+        counters: Counters,
+    }
 
-    impl Pacing for Fixed {
-        fn heartbeat(&self) -> Duration {
-            self.0
-        }
-        fn heartbeat_event(&self) -> &Event {
-            &self.1
+    fn pacing(heartbeat: Duration) -> Fixed {
+        Fixed {
+            heartbeat,
+            heartbeat_event: Event::comment("hb"),
+            lifetime: None,
+            counters: Counters::default(),
         }
     }
 
-    fn connection() -> Connection {
-        Connection {
-            info: ConnectionInfo {
-                id: 1.into(),
-                peer: None,
-                path: "/events".into(),
-                user: None,
-                since: SystemTime::now(),
-                event_types: None,
-                last_event_id: None,
-                replay: Replay::NotAsked,
-            },
-            pending: AtomicUsize::new(0),
-            close_reason: OnceLock::new(),
+    impl Pacing for Fixed {
+        fn heartbeat(&self) -> Duration {
+            self.heartbeat
         }
+        fn heartbeat_event(&self) -> &Event {
+            &self.heartbeat_event
+        }
+        fn max_lifetime(&self) -> Option<Duration> {
+            self.lifetime
+        }
+        fn farewell(&self) -> Event {
+            Event::retry_hint(Duration::from_secs(3))
+        }
+        fn counters(&self) -> &Counters {
+            &self.counters
+        }
+    }
+
+    fn info() -> ConnectionInfo {
+        ConnectionInfo {
+            id: 1.into(),
+            peer: None,
+            path: "/events".into(),
+            user: None,
+            since: SystemTime::now(),
+            event_types: None,
+            last_event_id: None,
+            replay: Replay::NotAsked,
+        }
+    }
+
+    /// A registered connection with `events` queued.
+    fn queued(events: &[&str]) -> (Registry<Event>, std::sync::Arc<Connection>, Receiver<Event>) {
+        let registry = Registry::default();
+        let connection = std::sync::Arc::new(Connection::new(info(), None));
+        let queue = registry.insert(std::sync::Arc::clone(&connection));
+        let limits = crate::registry::QueueLimits {
+            messages: 1000,
+            bytes: usize::MAX,
+            overflow: crate::registry::OverflowPolicy::Disconnect,
+        };
+        for text in events {
+            registry.push_one(1.into(), &Event::data(text), &limits);
+        }
+        (registry, connection, queue)
     }
 
     /// A writer that fails every write the way a socket does.
@@ -121,26 +228,21 @@ mod tests {
     }
 
     #[test]
-    fn drains_queued_events_in_order_then_stops() {
-        let (tx, rx) = unbounded();
-        let conn = connection();
-        for text in ["a", "b", "c"] {
-            tx.send(Event::data(text)).unwrap();
-        }
-        conn.pending.store(3, Ordering::Relaxed);
-        drop(tx);
+    fn drains_queued_events_in_order_then_says_when_to_come_back() {
+        let (registry, connection, queue) = queued(&["a", "b", "c"]);
+        registry.remove(1.into(), CloseReason::Stopped);
         let mut out = Vec::new();
-        let pacing = Fixed(Duration::from_secs(60), Event::comment("hb"));
-        assert_eq!(run(&mut out, &rx, &conn, &pacing), CloseReason::Stopped);
-        assert_eq!(out, b"data: a\n\ndata: b\n\ndata: c\n\n");
-        assert_eq!(conn.pending.load(Ordering::Relaxed), 0);
+        let pacing = pacing(Duration::from_secs(60));
+        assert_eq!(run(&mut out, &queue, &connection, &pacing, None), CloseReason::Stopped);
+        assert_eq!(out, b"data: a\n\ndata: b\n\ndata: c\n\nretry: 3000\n\n");
+        assert_eq!(connection.stats().queued, 0);
+        assert_eq!(connection.stats().sent, 3);
+        assert_eq!(pacing.counters.snapshot().events_sent, 3);
     }
 
     #[test]
     fn writes_a_heartbeat_when_idle() {
-        let (tx, rx) = unbounded::<Event>();
-        let conn = connection();
-        let pacing = Fixed(Duration::from_millis(1), Event::comment("hb"));
+        let (_registry, connection, queue) = queued(&[]);
         // The writer stops the loop once it has seen two heartbeats.
         struct UntilTwo(Vec<u8>);
         impl Write for UntilTwo {
@@ -156,36 +258,64 @@ mod tests {
             }
         }
         let mut out = UntilTwo(Vec::new());
-        assert_eq!(run(&mut out, &rx, &conn, &pacing), CloseReason::ClientGone);
+        let pacing = pacing(Duration::from_millis(1));
+        assert_eq!(run(&mut out, &queue, &connection, &pacing, None), CloseReason::ClientGone);
         assert_eq!(out.0, b": hb\n\n: hb\n\n");
-        drop(tx);
+        assert_eq!(connection.stats().heartbeats, 2);
     }
 
     #[test]
     fn failed_writes_end_the_loop_with_the_right_reason() {
-        let pacing = Fixed(Duration::from_secs(60), Event::comment("hb"));
         for (kind, reason) in [
             (io::ErrorKind::BrokenPipe, CloseReason::ClientGone),
             (io::ErrorKind::ConnectionReset, CloseReason::ClientGone),
             (io::ErrorKind::WouldBlock, CloseReason::SendTimeout),
             (io::ErrorKind::TimedOut, CloseReason::SendTimeout),
         ] {
-            let (tx, rx) = unbounded();
-            tx.send(Event::data("x")).unwrap();
-            assert_eq!(run(&mut Failing(kind), &rx, &connection(), &pacing), reason);
+            let (_registry, connection, queue) = queued(&["x"]);
+            let pacing = pacing(Duration::from_secs(60));
+            assert_eq!(run(&mut Failing(kind), &queue, &connection, &pacing, None), reason);
         }
     }
 
     #[test]
     fn a_slow_client_is_not_written_its_backlog() {
-        let (tx, rx) = unbounded();
-        let conn = connection();
-        tx.send(Event::data("late")).unwrap();
-        conn.close_reason.set(CloseReason::SlowClient).unwrap();
-        drop(tx);
+        let (registry, connection, queue) = queued(&["late"]);
+        registry.remove(1.into(), CloseReason::SlowClient);
         let mut out = Vec::new();
-        let pacing = Fixed(Duration::from_secs(60), Event::comment("hb"));
-        assert_eq!(run(&mut out, &rx, &conn, &pacing), CloseReason::SlowClient);
+        let pacing = pacing(Duration::from_secs(60));
+        assert_eq!(run(&mut out, &queue, &connection, &pacing, None), CloseReason::SlowClient);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn lifetime_ends_the_stream_with_a_retry_hint() {
+        let (_registry, connection, queue) = queued(&[]);
+        let mut pacing = pacing(Duration::from_secs(60));
+        pacing.lifetime = Some(Duration::from_millis(5));
+        let mut out = Vec::new();
+        assert_eq!(run(&mut out, &queue, &connection, &pacing, None), CloseReason::MaxLifetime);
+        assert_eq!(out, b"retry: 3000\n\n");
+    }
+
+    #[test]
+    fn dropped_events_are_reported_to_the_client() {
+        let (registry, connection, queue) = queued(&[]);
+        let limits = crate::registry::QueueLimits {
+            messages: 2,
+            bytes: usize::MAX,
+            overflow: crate::registry::OverflowPolicy::DropOldest,
+        };
+        for text in ["1", "2", "3", "4"] {
+            registry.push_one(1.into(), &Event::data(text), &limits);
+        }
+        registry.remove(1.into(), CloseReason::Stopped);
+        let mut out = Vec::new();
+        run(&mut out, &queue, &connection, &pacing(Duration::from_secs(60)), None);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            ": 2 events dropped: this connection fell behind\n\ndata: 3\n\ndata: 4\n\nretry: 3000\n\n"
+        );
     }
 }

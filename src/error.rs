@@ -96,6 +96,11 @@ pub enum Error {
         limit: usize,
     },
 
+    /// Application code (an authenticator, a hook) panicked while handling the request; the client got
+    /// `500` and only its connection was affected. The text names the code that panicked.
+    #[error("{0} panicked")]
+    Panicked(&'static str),
+
     /// Serializing event data to JSON failed.
     #[cfg(feature = "json")]
     #[error("cannot serialize event data to JSON: {0}")]
@@ -113,6 +118,7 @@ impl Error {
             Error::MethodNotAllowed { .. } => 405,
             Error::BodyTooLarge { .. } => 413,
             Error::HeadTooLarge { .. } => 431,
+            Error::Panicked(_) => 500,
             Error::ShutDown | Error::TooManyConnections { .. } => 503,
             #[cfg(feature = "json")]
             Error::Json(_) => 400,
@@ -176,6 +182,9 @@ pub enum FieldProblem {
     LineBreak,
     /// The value holds a NUL, which makes browsers ignore an `id` field entirely.
     Nul,
+    /// The id is over 128 bytes or holds a byte that makes browsers send a CORS preflight before a
+    /// cross-origin reconnection (see [`Config::cors_safe_ids`](crate::Config::cors_safe_ids)).
+    NotCorsSafe,
 }
 
 impl std::fmt::Display for FieldProblem {
@@ -183,6 +192,9 @@ impl std::fmt::Display for FieldProblem {
         f.write_str(match self {
             FieldProblem::LineBreak => "contains a line break (CR or LF)",
             FieldProblem::Nul => "contains a NUL character",
+            FieldProblem::NotCorsSafe => {
+                "would make browsers send a CORS preflight (over 128 bytes or an unsafe byte)"
+            }
         })
     }
 }

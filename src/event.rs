@@ -185,6 +185,7 @@ pub struct EventBuilder {
     data: Option<String>,
     retry: Option<Duration>,
     comment: Option<String>,
+    cors_safe_id: bool,
     #[cfg(feature = "json")]
     json_error: Option<Box<serde_json::Error>>,
 }
@@ -233,11 +234,19 @@ impl EventBuilder {
         self
     }
 
+    /// Makes [`build`](EventBuilder::build) refuse an id that would make browsers send a CORS preflight
+    /// when they reconnect cross-origin (see [`Config::cors_safe_ids`](crate::Config::cors_safe_ids)).
+    pub fn require_cors_safe_id(mut self) -> Self {
+        self.cors_safe_id = true;
+        self
+    }
+
     /// Validates the fields and encodes the event.
     ///
     /// # Errors
     /// [`Error::InvalidField`] when the `id` holds CR, LF or NUL, or the type holds CR or LF: such an
-    /// event is refused rather than altered, since any silent change would send something else.
+    /// event is refused rather than altered, since any silent change would send something else. Also
+    /// when [`require_cors_safe_id`](EventBuilder::require_cors_safe_id) was asked for and the id is not.
     pub fn build(self) -> Result<Event> {
         #[cfg(feature = "json")]
         if let Some(err) = self.json_error {
@@ -245,6 +254,9 @@ impl EventBuilder {
         }
         if let Some(id) = &self.id {
             check_field(Field::Id, id, true)?;
+            if self.cors_safe_id {
+                check_cors_safe_id(id)?;
+            }
         }
         let event_type = self.event_type.filter(|t| !t.is_empty());
         if let Some(event_type) = &event_type {
@@ -271,6 +283,16 @@ impl EventBuilder {
         let has_data = self.data.is_some();
         Ok(Event::from_parts(self.id, event_type, self.retry, has_data, wire))
     }
+}
+
+/// Whether a browser sends `Last-Event-ID: id` cross-origin without a preflight: the Fetch standard's
+/// CORS-safelisted header value rules (at most 128 bytes, none of the unsafe bytes).
+pub(crate) fn check_cors_safe_id(id: &str) -> Result<()> {
+    let unsafe_byte = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f || b"\"():<>?@[\\]{}".contains(&b);
+    if id.len() > 128 || id.bytes().any(unsafe_byte) {
+        return Err(Error::InvalidField { field: Field::Id, problem: FieldProblem::NotCorsSafe });
+    }
+    Ok(())
 }
 
 fn check_field(field: Field, value: &str, nul_forbidden: bool) -> Result<()> {
@@ -398,8 +420,24 @@ mod tests {
                 other => panic!("expected InvalidField, got {other:?}"),
             }
         }
+        let unsafe_id = Event::builder().id("urn:uuid:1").data("x").require_cors_safe_id().build();
+        assert!(matches!(unsafe_id, Err(Error::InvalidField { problem: FieldProblem::NotCorsSafe, .. })));
         // NUL is only a problem for ids; a type may carry one.
         assert!(Event::builder().event("a\0b").build().is_ok());
+    }
+
+    #[test]
+    fn cors_safe_ids() {
+        for id in ["1", "abc-DEF_0.9~", "2024-01-01T00/00", "a b", "é", "x".repeat(128).as_str()] {
+            assert!(check_cors_safe_id(id).is_ok(), "{id:?}");
+        }
+        for id in ["urn:uuid:1", "a\"b", "{x}", "a@b", "q?", "x".repeat(129).as_str(), "a\u{7f}"] {
+            let err = check_cors_safe_id(id).expect_err(id);
+            assert!(matches!(
+                err,
+                Error::InvalidField { field: Field::Id, problem: FieldProblem::NotCorsSafe }
+            ));
+        }
     }
 
     #[test]

@@ -2,9 +2,10 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 
@@ -15,7 +16,11 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::history::{History, MemoryHistory};
 use crate::http::{self, Request, Response};
-use crate::registry::{CloseReason, Connection, ConnectionId, ConnectionInfo, Push, Registry, Replay};
+use crate::registry::{
+    CloseReason, Connection, ConnectionId, ConnectionInfo, ConnectionStats, Push, QueueLimits, Registry,
+    Replay,
+};
+use crate::stats::{Counters, Stats};
 
 type ConnectHook = Box<dyn Fn(&mut NewConnection<'_>) + Send + Sync>;
 type CloseHook = Box<dyn Fn(&ConnectionInfo, &CloseReason) + Send + Sync>;
@@ -63,7 +68,10 @@ struct Shared {
     on_connect: Option<ConnectHook>,
     on_close: Option<CloseHook>,
     shut_down: AtomicBool,
-    slow_client_drops: AtomicUsize,
+    queue_limits: QueueLimits,
+    counters: Counters,
+    /// State of the small generator behind `retry:` jitter (not for anything secret).
+    jitter_state: AtomicU64,
 }
 
 struct Publisher {
@@ -145,8 +153,24 @@ impl HandlerBuilder {
     /// [`Error::InvalidConfig`] when a config value is out of range (see [`Config::validate`]).
     pub fn build(self) -> Result<SseHandler> {
         self.config.validate()?;
-        let history =
-            self.history.unwrap_or_else(|| Box::new(MemoryHistory::new(self.config.history_capacity)));
+        let config = &self.config;
+        let history = self.history.unwrap_or_else(|| {
+            let mut history = MemoryHistory::new(config.history_capacity);
+            if let Some(age) = config.history_max_age {
+                history = history.max_age(age);
+            }
+            if let Some(bytes) = config.history_max_bytes {
+                history = history.max_bytes(bytes);
+            }
+            Box::new(history)
+        });
+        let queue_limits = QueueLimits {
+            messages: config.queue_capacity,
+            bytes: config.queue_max_bytes,
+            overflow: config.overflow,
+        };
+        let seed =
+            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |t| t.as_nanos() as u64);
         let heartbeat_event = Event::comment(&self.config.heartbeat_comment);
         Ok(SseHandler {
             shared: Arc::new(Shared {
@@ -159,7 +183,9 @@ impl HandlerBuilder {
                 on_connect: self.on_connect,
                 on_close: self.on_close,
                 shut_down: AtomicBool::new(false),
-                slow_client_drops: AtomicUsize::new(0),
+                queue_limits,
+                counters: Counters::default(),
+                jitter_state: AtomicU64::new(seed | 1),
                 config: self.config,
             }),
         })
@@ -193,6 +219,35 @@ impl Pacing for Shared {
 
     fn heartbeat_event(&self) -> &Event {
         &self.heartbeat_event
+    }
+
+    fn max_lifetime(&self) -> Option<Duration> {
+        self.config.max_lifetime
+    }
+
+    fn farewell(&self) -> Event {
+        Event::retry_hint(self.jittered(self.config.reconnect_after))
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+}
+
+impl Shared {
+    /// `base` plus a random part of up to `retry_jitter`.
+    fn jittered(&self, base: Duration) -> Duration {
+        let jitter = self.config.retry_jitter;
+        if jitter.is_zero() {
+            return base;
+        }
+        // xorshift64: cheap, lock-free, and spread enough to keep reconnections apart.
+        let mut x = self.jitter_state.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.jitter_state.store(x, Ordering::Relaxed);
+        base + Duration::from_nanos(x % (jitter.as_nanos().max(1) as u64))
     }
 }
 
@@ -261,11 +316,11 @@ impl SseHandler {
             if event.has_data() || event.id().is_some() {
                 publisher.history.append(event.clone());
             }
-            let capacity = shared.config.queue_capacity;
-            let (connections, full) = shared.registry.broadcast(&event, capacity, |info| info.wants(&event));
-            (event, connections, full)
+            let result = shared.registry.broadcast(&event, &shared.queue_limits, |info| info.wants(&event));
+            (event, result.queued, result)
         };
-        for id in full {
+        Counters::add(&shared.counters.events_dropped, full.dropped as u64);
+        for id in full.full {
             self.drop_slow_client(id);
         }
         Ok(Sent { id: event.id().map(str::to_owned), connections })
@@ -280,8 +335,11 @@ impl SseHandler {
     /// [`Error::ShutDown`] as for [`send_all`](SseHandler::send_all).
     pub fn send_one(&self, id: ConnectionId, event: Event) -> Result<()> {
         self.check_can_send(&event)?;
-        match self.shared.registry.push_one(id, &event, self.shared.config.queue_capacity) {
-            Some(Push::Queued) => Ok(()),
+        match self.shared.registry.push_one(id, &event, &self.shared.queue_limits) {
+            Some(Push::Queued { dropped }) => {
+                Counters::add(&self.shared.counters.events_dropped, dropped as u64);
+                Ok(())
+            }
             Some(Push::Full) => {
                 self.drop_slow_client(id);
                 Err(Error::QueueFull(id))
@@ -290,7 +348,9 @@ impl SseHandler {
         }
     }
 
-    /// Ends one stream: events already queued for it are still written, then the connection closes.
+    /// Ends one stream: events already queued for it are still written, then a `retry:` hint
+    /// ([`Config::reconnect_after`]), then the connection closes. Returns at once; the stream's thread
+    /// finishes on its own, within the send timeout at worst.
     ///
     /// # Errors
     /// [`Error::UnknownConnection`] if no open stream has this id.
@@ -298,6 +358,20 @@ impl SseHandler {
         self.shared.registry.remove(id, CloseReason::Stopped).ok_or(Error::UnknownConnection(id))?;
         log::debug!("stream {id}: stopped by the application");
         Ok(())
+    }
+
+    /// As [`stop_one`](SseHandler::stop_one), and waits until the stream's thread has finished with it.
+    /// If it has not within `timeout` (a client that stopped reading, with a write blocked), its socket
+    /// is closed to end the write; then it waits up to `timeout` once more. Returns whether the stream
+    /// has finished.
+    ///
+    /// # Errors
+    /// [`Error::UnknownConnection`] if no open stream has this id.
+    pub fn stop_one_within(&self, id: ConnectionId, timeout: Duration) -> Result<bool> {
+        let connection =
+            self.shared.registry.remove(id, CloseReason::Stopped).ok_or(Error::UnknownConnection(id))?;
+        log::debug!("stream {id}: stopped by the application");
+        Ok(finish_within(&[connection], timeout) == 0)
     }
 
     /// The ids of the open streams, in ascending order.
@@ -312,12 +386,17 @@ impl SseHandler {
 
     /// What is known about one open stream.
     pub fn connection_info(&self, id: ConnectionId) -> Option<ConnectionInfo> {
-        self.shared.registry.info(id)
+        self.shared.registry.get(id).map(|connection| connection.info.clone())
     }
 
-    /// How many connections have been dropped because their queue was full.
-    pub fn slow_client_drops(&self) -> usize {
-        self.shared.slow_client_drops.load(Ordering::Relaxed)
+    /// The counters of one open stream.
+    pub fn connection_stats(&self, id: ConnectionId) -> Option<ConnectionStats> {
+        self.shared.registry.get(id).map(|connection| connection.stats())
+    }
+
+    /// The handler's counters since it was built.
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
     }
 
     /// The current heartbeat interval.
@@ -342,6 +421,18 @@ impl SseHandler {
     /// timeout. Returns how many streams were ended. (The built-in server's
     /// [`ServerHandle::shutdown`](crate::ServerHandle::shutdown) also waits for the threads.)
     pub fn shutdown(&self) -> usize {
+        self.end_all().len()
+    }
+
+    /// As [`shutdown`](SseHandler::shutdown), and waits for every stream's thread to finish with it.
+    /// Streams that have not finished within `timeout` (a write blocked on a client that stopped reading)
+    /// get their sockets closed, then are waited for up to `timeout` once more. Returns how many
+    /// streams had still not finished then: 0 unless a hook or a writer without a socket blocks.
+    pub fn shutdown_within(&self, timeout: Duration) -> usize {
+        finish_within(&self.end_all(), timeout)
+    }
+
+    fn end_all(&self) -> Vec<Arc<Connection>> {
         let ended = {
             // Under the publish lock, so no connection registers after the flag is seen unset.
             let _publisher = self.shared.publisher.lock();
@@ -349,7 +440,7 @@ impl SseHandler {
             self.shared.registry.remove_all(CloseReason::ShutDown)
         };
         log::debug!("handler shut down, ending {} streams", ended.len());
-        ended.len()
+        ended
     }
 
     /// Whether [`shutdown`](SseHandler::shutdown) was called.
@@ -389,7 +480,7 @@ impl SseHandler {
     /// # Errors
     /// As [`serve`](SseHandler::serve), minus the head-reading ones.
     pub fn accept(&self, stream: TcpStream, request: &Request) -> Result<Option<CloseReason>> {
-        self.accept_shared(&stream, request)
+        self.accept_shared(Arc::new(stream), request)
     }
 
     /// Serves a request over any writer that reaches the client (a host server's raw response writer,
@@ -400,18 +491,39 @@ impl SseHandler {
     /// # Errors
     /// As [`accept`](SseHandler::accept).
     pub fn accept_writer<W: Write>(&self, writer: W, request: &Request) -> Result<Option<CloseReason>> {
-        self.open(writer, request)
+        self.open(writer, request, None)
     }
 
-    pub(crate) fn accept_shared(&self, stream: &TcpStream, request: &Request) -> Result<Option<CloseReason>> {
+    pub(crate) fn accept_shared(
+        &self,
+        stream: Arc<TcpStream>,
+        request: &Request,
+    ) -> Result<Option<CloseReason>> {
         let _ = stream.set_nodelay(true);
         stream.set_write_timeout(Some(self.shared.config.send_timeout))?;
-        self.open(stream, request)
+        if let Some(idle) = self.shared.config.tcp_keepalive {
+            let keepalive = socket2::TcpKeepalive::new().with_time(idle).with_interval(idle);
+            socket2::SockRef::from(&*stream).set_tcp_keepalive(&keepalive)?;
+        }
+        self.open(&*stream, request, Some(&stream))
+    }
+
+    /// The answer to a stream request over the server's connection limit: a `200` stream that only
+    /// says when to come back, then closes. (Any other status would make a browser give up for good.)
+    pub(crate) fn answer_busy(&self, out: &mut impl Write, request: &Request) {
+        let mut answer = self.stream_head(request);
+        answer.extend_from_slice(self.shared.farewell().as_bytes());
+        let _ = out.write_all(&answer).and_then(|()| out.flush());
     }
 
     /// The path of one stream, top to bottom: check the request, register and take the replay under
     /// the publish lock, write head + replay + welcome in one go, then run the connection loop.
-    fn open<W: Write>(&self, mut out: W, request: &Request) -> Result<Option<CloseReason>> {
+    fn open<W: Write>(
+        &self,
+        mut out: W,
+        request: &Request,
+        socket: Option<&Arc<TcpStream>>,
+    ) -> Result<Option<CloseReason>> {
         let shared = &*self.shared;
         let checked = self.check_request(request);
         let user = match checked {
@@ -431,24 +543,28 @@ impl SseHandler {
             .or_else(|| request.query_value("lastEventId"))
             .filter(|id| !id.is_empty());
 
-        let (receiver, connection, replay) = match self.register(request, user, last_event_id) {
-            Ok(registered) => registered,
-            Err(err) => {
-                answer_error(&mut out, &err);
-                return Err(err);
-            }
-        };
+        let (receiver, connection, replay) =
+            match self.register(request, user, last_event_id, socket.cloned()) {
+                Ok(registered) => registered,
+                Err(err) => {
+                    answer_error(&mut out, &err);
+                    return Err(err);
+                }
+            };
         let registration = Registration { shared, connection: &connection };
         let info = &connection.info;
 
         let mut welcome = NewConnection { info, welcome: Vec::new() };
         if let Some(hook) = &shared.on_connect {
-            hook(&mut welcome);
+            if catch_unwind(AssertUnwindSafe(|| hook(&mut welcome))).is_err() {
+                log::error!("stream {}: the connect hook panicked; closing the stream", info.id);
+                return Ok(Some(registration.finish(CloseReason::HookPanicked)));
+            }
         }
 
         let mut opening = self.stream_head(request);
         if let Some(retry) = shared.config.retry {
-            opening.extend_from_slice(Event::retry_hint(retry).as_bytes());
+            opening.extend_from_slice(Event::retry_hint(shared.jittered(retry)).as_bytes());
         }
         if let Replay::UnknownId { events } = info.replay {
             let note = format!("last event id not found; replaying {events} retained events");
@@ -468,7 +584,10 @@ impl SseHandler {
         if let Err(err) = out.write_all(&opening).and_then(|()| out.flush()) {
             return Ok(Some(registration.finish(connection::close_reason_for(&err))));
         }
-        let reason = connection::run(&mut out, &receiver, &connection, shared);
+        let opening_events = (replay.len() + welcome.welcome.len()) as u64;
+        connection.counters.sent.fetch_add(opening_events, Ordering::Relaxed);
+        Counters::add(&shared.counters.events_sent, opening_events);
+        let reason = connection::run(&mut out, &receiver, &connection, shared, socket.map(|s| &**s));
         Ok(Some(registration.finish(reason)))
     }
 
@@ -486,10 +605,12 @@ impl SseHandler {
                 return Err(Error::NotFound(format!("no event type {unknown:?}")));
             }
         }
-        let user = self
-            .shared
-            .authenticator
-            .authenticate(request)
+        let authenticator = &self.shared.authenticator;
+        let user = catch_unwind(AssertUnwindSafe(|| authenticator.authenticate(request)))
+            .map_err(|_| {
+                log::error!("the authenticator panicked on {} {}", request.method(), request.path());
+                Error::Panicked("the authenticator")
+            })?
             .map_err(|rejection| Error::Rejected(Box::new(rejection)))?;
         Ok(Checked::Stream(user))
     }
@@ -501,6 +622,7 @@ impl SseHandler {
         request: &Request,
         user: Option<String>,
         last_event_id: Option<String>,
+        socket: Option<Arc<TcpStream>>,
     ) -> Result<(crossbeam_channel::Receiver<Event>, Arc<Connection>, Vec<Event>)> {
         let shared = &*self.shared;
         let event_types: Vec<String> = request.query_values("event").collect();
@@ -514,7 +636,6 @@ impl SseHandler {
             last_event_id,
             replay: Replay::NotAsked,
         };
-        let (sender, receiver) = crossbeam_channel::unbounded();
         let publisher = shared.publisher.lock();
         if self.is_shut_down() {
             return Err(Error::ShutDown);
@@ -531,11 +652,14 @@ impl SseHandler {
             replay.retain(|event| info.wants(event));
             let events = replay.len();
             info.replay = if known { Replay::Resumed { events } } else { Replay::UnknownId { events } };
+            let counter =
+                if known { &shared.counters.replays_served } else { &shared.counters.replays_missed };
+            Counters::add(counter, 1);
         }
-        let connection =
-            Arc::new(Connection { info, pending: AtomicUsize::new(0), close_reason: OnceLock::new() });
-        shared.registry.insert(Arc::clone(&connection), sender);
+        let connection = Arc::new(Connection::new(info, socket));
+        let receiver = shared.registry.insert(Arc::clone(&connection));
         drop(publisher);
+        Counters::add(&shared.counters.connections_opened, 1);
         Ok((receiver, connection, replay))
     }
 
@@ -588,6 +712,11 @@ impl SseHandler {
         if self.is_shut_down() {
             return Err(Error::ShutDown);
         }
+        if self.shared.config.cors_safe_ids {
+            if let Some(id) = event.id() {
+                crate::event::check_cors_safe_id(id)?;
+            }
+        }
         if let (Some(allowed), Some(event_type)) = (&self.shared.config.event_types, event.event_type()) {
             if !allowed.iter().any(|t| t == event_type) {
                 return Err(Error::UnknownEventType(event_type.to_owned()));
@@ -598,7 +727,7 @@ impl SseHandler {
 
     fn drop_slow_client(&self, id: ConnectionId) {
         if let Some(connection) = self.shared.registry.remove(id, CloseReason::SlowClient) {
-            self.shared.slow_client_drops.fetch_add(1, Ordering::Relaxed);
+            Counters::add(&self.shared.counters.slow_client_disconnects, 1);
             log::warn!(
                 "stream {id} ({:?}) dropped: {} events queued and unread",
                 connection.info.peer,
@@ -633,12 +762,33 @@ impl Drop for Registration<'_> {
         let info = &self.connection.info;
         let reason = self.connection.close_reason().cloned().unwrap_or(CloseReason::ClientGone);
         self.shared.registry.remove(info.id, reason.clone());
+        Counters::add(&self.shared.counters.connections_closed, 1);
         log::debug!("stream {} closed: {reason}", info.id);
         // A hook that panicked while we unwind would abort the process; skip it then.
         if let (Some(hook), false) = (&self.shared.on_close, std::thread::panicking()) {
-            hook(info, &reason);
+            if catch_unwind(AssertUnwindSafe(|| hook(info, &reason))).is_err() {
+                log::error!("stream {}: the close hook panicked", info.id);
+            }
         }
+        self.connection.mark_finished();
     }
+}
+
+/// Waits for ended connections' threads to finish; forces the sockets of those that have not within
+/// `timeout`, then waits once more. Returns how many are still not finished.
+fn finish_within(connections: &[Arc<Connection>], timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    let mut stuck: Vec<&Arc<Connection>> =
+        connections.iter().filter(|connection| !connection.wait_finished(deadline)).collect();
+    if stuck.is_empty() {
+        return 0;
+    }
+    for connection in &stuck {
+        connection.force_close();
+    }
+    let deadline = Instant::now() + timeout;
+    stuck.retain(|connection| !connection.wait_finished(deadline));
+    stuck.len()
 }
 
 /// Writes the HTTP answer for a refused request, if it has one. The client may already be gone;

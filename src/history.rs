@@ -2,6 +2,7 @@
 //! what it missed.
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use crate::event::Event;
 
@@ -31,48 +32,123 @@ pub trait History: Send + 'static {
     }
 }
 
-/// The last `capacity` events, in memory.
-#[derive(Debug)]
+/// Recent events in memory, bounded by count and optionally by age and by bytes.
+///
+/// No path grows it past its bounds: every append first makes room, and expired events are never
+/// replayed even before the next append removes them.
 pub struct MemoryHistory {
-    events: VecDeque<Event>,
+    events: VecDeque<(Instant, Event)>,
+    bytes: usize,
     capacity: usize,
+    max_age: Option<Duration>,
+    max_bytes: Option<usize>,
+    clock: Box<dyn Fn() -> Instant + Send>,
 }
 
 impl MemoryHistory {
     /// A history that keeps the last `capacity` events (none when `capacity` is 0).
     pub fn new(capacity: usize) -> MemoryHistory {
-        MemoryHistory { events: VecDeque::with_capacity(capacity.min(4096)), capacity }
+        MemoryHistory {
+            events: VecDeque::with_capacity(capacity.min(4096)),
+            bytes: 0,
+            capacity,
+            max_age: None,
+            max_bytes: None,
+            clock: Box::new(Instant::now),
+        }
+    }
+
+    /// Also drops events older than `age`.
+    pub fn max_age(mut self, age: Duration) -> MemoryHistory {
+        self.max_age = Some(age);
+        self
+    }
+
+    /// Also keeps at most `bytes` bytes of encoded events, dropping the oldest first.
+    pub fn max_bytes(mut self, bytes: usize) -> MemoryHistory {
+        self.max_bytes = Some(bytes);
+        self
+    }
+
+    /// Reads the time from `clock` instead of [`Instant::now`] (for tests of the age bound).
+    pub fn with_clock(mut self, clock: impl Fn() -> Instant + Send + 'static) -> MemoryHistory {
+        self.clock = Box::new(clock);
+        self
     }
 
     /// The most events it keeps.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
+
+    /// Bytes of encoded events it holds now.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Index of the first event that has not expired.
+    fn first_live(&self) -> usize {
+        match self.max_age {
+            None => 0,
+            Some(age) => {
+                let now = (self.clock)();
+                self.events.partition_point(|(at, _)| now.saturating_duration_since(*at) > age)
+            }
+        }
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some((_, event)) = self.events.pop_front() {
+            self.bytes -= event.as_bytes().len();
+        }
+    }
+}
+
+impl std::fmt::Debug for MemoryHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryHistory")
+            .field("len", &self.events.len())
+            .field("bytes", &self.bytes)
+            .field("capacity", &self.capacity)
+            .field("max_age", &self.max_age)
+            .field("max_bytes", &self.max_bytes)
+            .finish()
+    }
 }
 
 impl History for MemoryHistory {
     fn append(&mut self, event: Event) {
-        if self.capacity == 0 {
+        let size = event.as_bytes().len();
+        if self.capacity == 0 || self.max_bytes.is_some_and(|max| size > max) {
+            // It could never be kept; keeping nothing newer than it is not an option either.
+            self.events.clear();
+            self.bytes = 0;
             return;
         }
-        if self.events.len() == self.capacity {
-            self.events.pop_front();
+        for _ in 0..self.first_live() {
+            self.pop_oldest();
         }
-        self.events.push_back(event);
+        while self.events.len() >= self.capacity || self.max_bytes.is_some_and(|max| self.bytes + size > max)
+        {
+            self.pop_oldest();
+        }
+        self.bytes += size;
+        self.events.push_back(((self.clock)(), event));
     }
 
     fn events_after(&self, last_event_id: &str) -> Option<Vec<Event>> {
         // Search from the newest end: a reconnecting client is usually only a few events behind.
-        let at = self.events.iter().rposition(|event| event.id() == Some(last_event_id))?;
-        Some(self.events.range(at + 1..).cloned().collect())
+        let live = self.events.range(self.first_live()..);
+        let after = live.clone().rposition(|(_, event)| event.id() == Some(last_event_id))?;
+        Some(live.skip(after + 1).map(|(_, event)| event.clone()).collect())
     }
 
     fn all(&self) -> Vec<Event> {
-        self.events.iter().cloned().collect()
+        self.events.range(self.first_live()..).map(|(_, event)| event.clone()).collect()
     }
 
     fn len(&self) -> usize {
-        self.events.len()
+        self.events.len() - self.first_live()
     }
 }
 
@@ -127,5 +203,43 @@ mod tests {
         history.append(event("1"));
         assert!(history.is_empty());
         assert!(history.events_after("1").is_none());
+    }
+
+    #[test]
+    fn age_bound_with_an_injected_clock() {
+        use std::sync::{Arc, Mutex};
+        let start = Instant::now();
+        let now = Arc::new(Mutex::new(start));
+        let clock = Arc::clone(&now);
+        let mut history = MemoryHistory::new(100)
+            .max_age(Duration::from_secs(10))
+            .with_clock(move || *clock.lock().unwrap());
+        history.append(event("1"));
+        *now.lock().unwrap() = start + Duration::from_secs(6);
+        history.append(event("2"));
+        assert_eq!(ids(&history.all()), ["1", "2"]);
+        *now.lock().unwrap() = start + Duration::from_secs(11);
+        // "1" is past its age: not replayed, and unknown as a resume point.
+        assert_eq!(ids(&history.all()), ["2"]);
+        assert_eq!(history.len(), 1);
+        assert!(history.events_after("1").is_none());
+        assert_eq!(ids(&history.events_after("2").unwrap()), Vec::<&str>::new());
+        history.append(event("3"));
+        assert_eq!(history.events.len(), 2, "the append removed the expired event");
+    }
+
+    #[test]
+    fn byte_bound_drops_the_oldest() {
+        let size = event("1").as_bytes().len();
+        let mut history = MemoryHistory::new(100).max_bytes(3 * size);
+        for i in 1..=5 {
+            history.append(event(&i.to_string()));
+            assert!(history.bytes() <= 3 * size);
+        }
+        assert_eq!(ids(&history.all()), ["3", "4", "5"]);
+        // An event larger than the whole bound cannot be kept, and nothing older stays behind it.
+        history.append(Event::data("x".repeat(10 * size)));
+        assert!(history.is_empty());
+        assert_eq!(history.bytes(), 0);
     }
 }

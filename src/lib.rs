@@ -13,6 +13,7 @@ mod history;
 mod http;
 mod registry;
 mod server;
+mod stats;
 
 pub use auth::{AllowAll, Authenticator, BearerToken, Rejection};
 pub use config::{Config, RequestLimits, UnknownIdPolicy};
@@ -21,5 +22,6 @@ pub use event::{Event, EventBuilder};
 pub use handler::{HandlerBuilder, NewConnection, Sent, SseHandler};
 pub use history::{History, MemoryHistory};
 pub use http::{Request, Response};
-pub use registry::{CloseReason, ConnectionId, ConnectionInfo, Replay};
+pub use registry::{CloseReason, ConnectionId, ConnectionInfo, ConnectionStats, OverflowPolicy, Replay};
 pub use server::{Server, ServerConfig, ServerHandle, ShutdownReport};
+pub use stats::Stats;

@@ -5,13 +5,13 @@
 //! holding it.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
-use crossbeam_channel::Sender;
-use parking_lot::RwLock;
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::event::Event;
 
@@ -140,6 +140,10 @@ pub enum CloseReason {
     Stopped,
     /// The handler or its server was shut down.
     ShutDown,
+    /// The stream reached the handler's maximum lifetime; the client resumes by `Last-Event-ID`.
+    MaxLifetime,
+    /// The connect hook panicked.
+    HookPanicked,
 }
 
 impl std::fmt::Display for CloseReason {
@@ -150,35 +154,165 @@ impl std::fmt::Display for CloseReason {
             CloseReason::SlowClient => "the client fell too far behind",
             CloseReason::Stopped => "stopped by the application",
             CloseReason::ShutDown => "the handler shut down",
+            CloseReason::MaxLifetime => "the stream reached its maximum lifetime",
+            CloseReason::HookPanicked => "the connect hook panicked",
         })
     }
 }
 
-/// The part of a connection that publishers and the connection thread share.
+/// What happens when a message does not fit in a connection's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OverflowPolicy {
+    /// Drop the connection (the default). An SSE client reconnects and replays what it missed from the
+    /// history, so nothing is lost while the history still covers it.
+    #[default]
+    Disconnect,
+    /// Drop the oldest queued messages to make room. The client stays connected but misses them; an SSE
+    /// stream is told how many with a comment.
+    DropOldest,
+}
+
+/// How much may wait in one connection's queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueueLimits {
+    pub(crate) messages: usize,
+    pub(crate) bytes: usize,
+    pub(crate) overflow: OverflowPolicy,
+}
+
+/// Something that can wait in a connection's queue: its size counts against the byte bound.
+pub(crate) trait Queued: Clone {
+    fn queued_size(&self) -> usize;
+}
+
+impl Queued for Event {
+    fn queued_size(&self) -> usize {
+        self.as_bytes().len()
+    }
+}
+
+/// Counters of one connection.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionCounters {
+    pub(crate) sent: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    /// Dropped since the connection thread last looked, so it can tell the client.
+    pub(crate) dropped_unreported: AtomicU64,
+    pub(crate) heartbeats: AtomicU64,
+}
+
+/// A snapshot of one connection's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ConnectionStats {
+    /// Messages written to the client (replay and live; heartbeats not included).
+    pub sent: u64,
+    /// Messages dropped from its queue under [`OverflowPolicy::DropOldest`].
+    pub dropped: u64,
+    /// Heartbeats written.
+    pub heartbeats: u64,
+    /// Messages waiting in its queue now.
+    pub queued: usize,
+    /// Bytes waiting in its queue now.
+    pub queued_bytes: usize,
+}
+
+/// The part of a connection that publishers, the registry and the connection thread share.
 #[derive(Debug)]
 pub(crate) struct Connection {
     pub(crate) info: ConnectionInfo,
-    /// Events pushed but not yet taken by the connection thread; bounded by `queue_capacity`.
+    /// Messages pushed but not yet taken by the connection thread, and their bytes.
     pub(crate) pending: AtomicUsize,
+    pub(crate) pending_bytes: AtomicUsize,
     /// Set once, by whoever ends the connection first.
     pub(crate) close_reason: OnceLock<CloseReason>,
+    pub(crate) counters: ConnectionCounters,
+    /// The socket, when the handler owns it, so a stop or shutdown can end a write that is stuck.
+    pub(crate) socket: Option<Arc<TcpStream>>,
+    finished: Mutex<bool>,
+    finished_signal: Condvar,
 }
 
 impl Connection {
+    pub(crate) fn new(info: ConnectionInfo, socket: Option<Arc<TcpStream>>) -> Connection {
+        Connection {
+            info,
+            pending: AtomicUsize::new(0),
+            pending_bytes: AtomicUsize::new(0),
+            close_reason: OnceLock::new(),
+            counters: ConnectionCounters::default(),
+            socket,
+            finished: Mutex::new(false),
+            finished_signal: Condvar::new(),
+        }
+    }
+
     pub(crate) fn close_reason(&self) -> Option<&CloseReason> {
         self.close_reason.get()
+    }
+
+    /// The connection thread took a message of `size` bytes off its queue.
+    pub(crate) fn taken(&self, size: usize) {
+        self.pending.fetch_sub(1, Ordering::AcqRel);
+        self.pending_bytes.fetch_sub(size, Ordering::AcqRel);
+    }
+
+    pub(crate) fn stats(&self) -> ConnectionStats {
+        ConnectionStats {
+            sent: self.counters.sent.load(Ordering::Relaxed),
+            dropped: self.counters.dropped.load(Ordering::Relaxed),
+            heartbeats: self.counters.heartbeats.load(Ordering::Relaxed),
+            queued: self.pending.load(Ordering::Relaxed),
+            queued_bytes: self.pending_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Marks the connection's thread as done with it (called once, on the way out).
+    pub(crate) fn mark_finished(&self) {
+        *self.finished.lock() = true;
+        self.finished_signal.notify_all();
+    }
+
+    /// Waits until the connection's thread is done with it; false if `deadline` came first.
+    pub(crate) fn wait_finished(&self, deadline: Instant) -> bool {
+        let mut finished = self.finished.lock();
+        while !*finished {
+            if self.finished_signal.wait_until(&mut finished, deadline).timed_out() {
+                return *finished;
+            }
+        }
+        true
+    }
+
+    /// Ends a stuck write (or read) on the socket, if the handler owns one.
+    pub(crate) fn force_close(&self) -> bool {
+        self.socket.as_ref().is_some_and(|socket| socket.shutdown(Shutdown::Both).is_ok())
+    }
+
+    fn is_over(&self, limits: &QueueLimits, size: usize) -> bool {
+        let pending = self.pending.load(Ordering::Acquire);
+        // One message is always let in, however large, or a big event could never be sent at all.
+        pending >= limits.messages
+            || (pending > 0 && self.pending_bytes.load(Ordering::Acquire) + size > limits.bytes)
     }
 }
 
 struct Entry<M> {
     connection: Arc<Connection>,
     sender: Sender<M>,
+    /// A second receiving end, so that the publisher can drop the oldest message under
+    /// [`OverflowPolicy::DropOldest`].
+    receiver: Receiver<M>,
 }
 
-/// Result of pushing an event into one connection's queue.
+/// Result of pushing a message into one connection's queue.
 pub(crate) enum Push {
-    Queued,
+    /// Queued, after dropping this many older messages to make room.
+    Queued { dropped: usize },
+    /// The queue is full and the policy is to disconnect.
     Full,
+    /// The connection is closing.
     Gone,
 }
 
@@ -200,10 +334,14 @@ impl<M> std::fmt::Debug for Registry<M> {
     }
 }
 
-impl<M: Clone> Registry<M> {
-    pub(crate) fn insert(&self, connection: Arc<Connection>, sender: Sender<M>) {
+impl<M: Queued> Registry<M> {
+    /// Registers a connection and returns the receiving end of its new queue.
+    pub(crate) fn insert(&self, connection: Arc<Connection>) -> Receiver<M> {
+        let (sender, receiver) = crossbeam_channel::unbounded();
         let id = connection.info.id;
-        self.entries.write().insert(id, Entry { connection, sender });
+        let entry = Entry { connection, sender, receiver: receiver.clone() };
+        self.entries.write().insert(id, entry);
+        receiver
     }
 
     /// Removes a connection, recording why (unless a reason was already recorded). Dropping its
@@ -225,31 +363,33 @@ impl<M: Clone> Registry<M> {
             .collect()
     }
 
-    /// Pushes `message` to every connection for which `wanted` holds; returns how many got it, and
-    /// the ids whose queues were full.
+    /// Pushes `message` to every connection for which `wanted` holds; returns how many got it, how
+    /// many older messages were dropped to make room, and the ids whose queues were full.
     pub(crate) fn broadcast(
         &self,
         message: &M,
-        capacity: usize,
+        limits: &QueueLimits,
         wanted: impl Fn(&ConnectionInfo) -> bool,
-    ) -> (usize, Vec<ConnectionId>) {
-        let mut queued = 0;
-        let mut full = Vec::new();
+    ) -> Broadcast {
+        let mut result = Broadcast::default();
         for (id, entry) in self.entries.read().iter() {
             if !wanted(&entry.connection.info) {
                 continue;
             }
-            match push(entry, message, capacity) {
-                Push::Queued => queued += 1,
-                Push::Full => full.push(*id),
+            match push(entry, message, limits) {
+                Push::Queued { dropped } => {
+                    result.queued += 1;
+                    result.dropped += dropped;
+                }
+                Push::Full => result.full.push(*id),
                 Push::Gone => {}
             }
         }
-        (queued, full)
+        result
     }
 
-    pub(crate) fn push_one(&self, id: ConnectionId, message: &M, capacity: usize) -> Option<Push> {
-        self.entries.read().get(&id).map(|entry| push(entry, message, capacity))
+    pub(crate) fn push_one(&self, id: ConnectionId, message: &M, limits: &QueueLimits) -> Option<Push> {
+        self.entries.read().get(&id).map(|entry| push(entry, message, limits))
     }
 
     pub(crate) fn ids(&self) -> Vec<ConnectionId> {
@@ -258,8 +398,8 @@ impl<M: Clone> Registry<M> {
         ids
     }
 
-    pub(crate) fn info(&self, id: ConnectionId) -> Option<ConnectionInfo> {
-        self.entries.read().get(&id).map(|entry| entry.connection.info.clone())
+    pub(crate) fn get(&self, id: ConnectionId) -> Option<Arc<Connection>> {
+        self.entries.read().get(&id).map(|entry| Arc::clone(&entry.connection))
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -267,17 +407,119 @@ impl<M: Clone> Registry<M> {
     }
 }
 
-fn push<M: Clone>(entry: &Entry<M>, message: &M, capacity: usize) -> Push {
-    let pending = &entry.connection.pending;
-    if pending.fetch_add(1, Ordering::AcqRel) >= capacity {
-        pending.fetch_sub(1, Ordering::AcqRel);
-        return Push::Full;
-    }
-    match entry.sender.send(message.clone()) {
-        Ok(()) => Push::Queued,
-        Err(_) => {
-            pending.fetch_sub(1, Ordering::AcqRel);
-            Push::Gone
+/// What one broadcast did.
+#[derive(Debug, Default)]
+pub(crate) struct Broadcast {
+    pub(crate) queued: usize,
+    pub(crate) dropped: usize,
+    pub(crate) full: Vec<ConnectionId>,
+}
+
+fn push<M: Queued>(entry: &Entry<M>, message: &M, limits: &QueueLimits) -> Push {
+    let connection = &entry.connection;
+    let size = message.queued_size();
+    let mut dropped = 0;
+    while connection.is_over(limits, size) {
+        if limits.overflow == OverflowPolicy::Disconnect {
+            return Push::Full;
         }
+        match entry.receiver.try_recv() {
+            Ok(oldest) => {
+                connection.taken(oldest.queued_size());
+                dropped += 1;
+            }
+            // The connection thread has just taken them; the counters will catch up.
+            Err(_) => break,
+        }
+    }
+    connection.pending.fetch_add(1, Ordering::AcqRel);
+    connection.pending_bytes.fetch_add(size, Ordering::AcqRel);
+    if entry.sender.send(message.clone()).is_err() {
+        connection.taken(size);
+        return Push::Gone;
+    }
+    if dropped > 0 {
+        let dropped_u64 = dropped as u64;
+        connection.counters.dropped.fetch_add(dropped_u64, Ordering::Relaxed);
+        connection.counters.dropped_unreported.fetch_add(dropped_u64, Ordering::Relaxed);
+    }
+    Push::Queued { dropped }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+
+    fn info(id: u64) -> ConnectionInfo {
+        ConnectionInfo {
+            id: id.into(),
+            peer: None,
+            path: "/".into(),
+            user: None,
+            since: SystemTime::now(),
+            event_types: None,
+            last_event_id: None,
+            replay: Replay::NotAsked,
+        }
+    }
+
+    fn limits(messages: usize, bytes: usize, overflow: OverflowPolicy) -> QueueLimits {
+        QueueLimits { messages, bytes, overflow }
+    }
+
+    #[test]
+    fn disconnect_policy_reports_a_full_queue_by_count_and_by_bytes() {
+        let registry = Registry::<Event>::default();
+        let connection = Arc::new(Connection::new(info(1), None));
+        let _queue = registry.insert(Arc::clone(&connection));
+        let by_count = limits(2, usize::MAX, OverflowPolicy::Disconnect);
+        assert!(matches!(
+            registry.push_one(1.into(), &Event::data("a"), &by_count),
+            Some(Push::Queued { dropped: 0 })
+        ));
+        assert!(matches!(
+            registry.push_one(1.into(), &Event::data("b"), &by_count),
+            Some(Push::Queued { dropped: 0 })
+        ));
+        assert!(matches!(registry.push_one(1.into(), &Event::data("c"), &by_count), Some(Push::Full)));
+
+        let by_bytes = limits(100, 20, OverflowPolicy::Disconnect);
+        let other = Arc::new(Connection::new(info(2), None));
+        let _other_queue = registry.insert(Arc::clone(&other));
+        let big = Event::data("x".repeat(64));
+        // A single large message is let in when the queue is empty; a second is not.
+        assert!(matches!(registry.push_one(2.into(), &big, &by_bytes), Some(Push::Queued { .. })));
+        assert!(matches!(registry.push_one(2.into(), &Event::data("y"), &by_bytes), Some(Push::Full)));
+        assert_eq!(other.stats().queued_bytes, big.as_bytes().len());
+    }
+
+    #[test]
+    fn drop_oldest_policy_keeps_the_newest() {
+        let registry = Registry::<Event>::default();
+        let connection = Arc::new(Connection::new(info(1), None));
+        let queue = registry.insert(Arc::clone(&connection));
+        let limits = limits(3, usize::MAX, OverflowPolicy::DropOldest);
+        for n in 0..10 {
+            registry.push_one(1.into(), &Event::data(n.to_string()), &limits);
+        }
+        let kept: Vec<Event> = queue.try_iter().collect();
+        assert_eq!(kept, [Event::data("7"), Event::data("8"), Event::data("9")]);
+        assert_eq!(connection.stats().dropped, 7);
+        assert_eq!(connection.counters.dropped_unreported.load(Ordering::Relaxed), 7);
+    }
+
+    #[test]
+    fn removal_disconnects_the_queue_after_what_was_queued() {
+        let registry = Registry::<Event>::default();
+        let queue = registry.insert(Arc::new(Connection::new(info(1), None)));
+        let limits = limits(10, usize::MAX, OverflowPolicy::Disconnect);
+        registry.push_one(1.into(), &Event::data("last"), &limits);
+        let removed = registry.remove(1.into(), CloseReason::Stopped).unwrap();
+        assert_eq!(removed.close_reason(), Some(&CloseReason::Stopped));
+        assert_eq!(queue.recv().unwrap(), Event::data("last"));
+        assert!(queue.recv().is_err(), "disconnected once drained");
+        assert!(registry.push_one(1.into(), &Event::data("x"), &limits).is_none());
     }
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
 
 use crate::auth::{AllowAll, Authenticator};
@@ -25,9 +26,14 @@ type RouteFn = dyn Fn(&Request) -> Response + Send + Sync;
 pub struct ServerConfig {
     /// Limits on reading each request (head size, body size, time). Default [`RequestLimits::default`].
     pub request_limits: RequestLimits,
-    /// Connections served at once (streams and plain requests together); one more is answered `503`
-    /// and closed without a thread. Default 10 000.
+    /// Connections served at once (streams and plain requests together). Over the limit, a request
+    /// for a stream gets a `200` that only carries a `retry:` hint (any other status would make a
+    /// browser's EventSource give up for good) and other requests get `503`; either way without a
+    /// thread of its own. Default 10 000.
     pub max_connections: usize,
+    /// Connections served at once for one client IP address, answered like `max_connections` beyond.
+    /// Default `None`: no per-address limit.
+    pub max_connections_per_ip: Option<usize>,
     /// Stack size of each connection thread. The loop itself needs little; hooks, authenticators and
     /// route handlers run on this stack too. Default 256 KiB.
     pub thread_stack_size: usize,
@@ -43,6 +49,7 @@ impl Default for ServerConfig {
         ServerConfig {
             request_limits: RequestLimits::default(),
             max_connections: 10_000,
+            max_connections_per_ip: None,
             thread_stack_size: 256 * 1024,
             shutdown_timeout: Duration::from_secs(5),
             send_timeout: Duration::from_secs(30),
@@ -60,6 +67,12 @@ impl ServerConfig {
     /// Sets [`ServerConfig::max_connections`].
     pub fn max_connections(mut self, connections: usize) -> ServerConfig {
         self.max_connections = connections;
+        self
+    }
+
+    /// Sets [`ServerConfig::max_connections_per_ip`].
+    pub fn max_connections_per_ip(mut self, connections: usize) -> ServerConfig {
+        self.max_connections_per_ip = Some(connections);
         self
     }
 
@@ -219,17 +232,24 @@ impl Server {
             routes: self.routes,
             config: self.config,
             stopping: AtomicBool::new(false),
-            live: Mutex::new(HashMap::new()),
+            live: Mutex::new(LiveConnections::default()),
             all_done: Condvar::new(),
             next_connection: AtomicU64::new(1),
         });
+        // Connections over the limits are answered by one thread, in turn, through a bounded queue:
+        // a flood costs one thread and a fixed amount of memory, not a thread per connection.
+        let (busy_sender, busy_queue) = crossbeam_channel::bounded::<TcpStream>(64);
+        let busy_shared = Arc::clone(&shared);
+        let busy_thread = thread::Builder::new()
+            .name("sse-busy".into())
+            .spawn(move || busy_queue.iter().for_each(|stream| answer_busy(&busy_shared, &stream)))?;
         let listener = self.listener;
         let accept_shared = Arc::clone(&shared);
         let accept_thread = thread::Builder::new()
             .name("sse-accept".into())
-            .spawn(move || accept_loop(&listener, &accept_shared))?;
+            .spawn(move || accept_loop(&listener, &accept_shared, &busy_sender))?;
         log::info!("listening on http://{addr}");
-        Ok(ServerHandle { addr, shared, accept_thread })
+        Ok(ServerHandle { addr, shared, accept_thread, busy_thread })
     }
 
     /// Serves on the current thread until the process ends.
@@ -250,6 +270,7 @@ pub struct ServerHandle {
     addr: SocketAddr,
     shared: Arc<ServerShared>,
     accept_thread: JoinHandle<()>,
+    busy_thread: JoinHandle<()>,
 }
 
 /// What [`ServerHandle::shutdown`] had to do.
@@ -271,13 +292,13 @@ impl ServerHandle {
 
     /// How many connections are being served now (streams and plain requests).
     pub fn connection_count(&self) -> usize {
-        self.shared.live.lock().len()
+        self.shared.live.lock().by_number.len()
     }
 
     /// Stops the server within [`ServerConfig::shutdown_timeout`] (plus a short grace for forced
-    /// closes): stops accepting, shuts down every handler it serves (so streams write what is queued and
-    /// close), waits for the connection threads, closes the sockets of any that are still there, and
-    /// joins the threads.
+    /// closes): stops accepting, shuts down every handler it serves (so streams write what is queued
+    /// and a final `retry:` hint, and close), waits for the connection threads, closes the sockets of
+    /// any that are still there, and joins the threads.
     pub fn shutdown(self) -> ShutdownReport {
         let timeout = self.shared.config.shutdown_timeout;
         self.shutdown_within(timeout)
@@ -289,6 +310,8 @@ impl ServerHandle {
         shared.stopping.store(true, Ordering::SeqCst);
         wake_accept(self.addr);
         let _ = self.accept_thread.join();
+        // The accept loop dropped the busy queue's sender: the busy thread ends after what is queued.
+        let _ = self.busy_thread.join();
 
         for (_, endpoint) in &shared.routes {
             if let Endpoint::Stream(handler) | Endpoint::Publish { handler, .. } = endpoint {
@@ -296,18 +319,18 @@ impl ServerHandle {
             }
         }
         // Requests still being read will never be served: end their reads now.
-        for live in shared.live.lock().values() {
+        for live in shared.live.lock().by_number.values() {
             let _ = live.socket.shutdown(Shutdown::Read);
         }
         let mut forced = 0;
         if !shared.wait_until_idle(Instant::now() + timeout) {
-            for live in shared.live.lock().values() {
+            for live in shared.live.lock().by_number.values() {
                 let _ = live.socket.shutdown(Shutdown::Both);
                 forced += 1;
             }
             shared.wait_until_idle(Instant::now() + Duration::from_secs(1));
         }
-        let stragglers: Vec<Live> = shared.live.lock().drain().map(|(_, live)| live).collect();
+        let stragglers: Vec<Live> = shared.live.lock().by_number.drain().map(|(_, live)| live).collect();
         let still_running =
             stragglers.iter().filter(|live| live.thread.as_ref().is_some_and(|t| !t.is_finished())).count();
         for live in stragglers {
@@ -328,7 +351,7 @@ struct ServerShared {
     config: ServerConfig,
     stopping: AtomicBool,
     /// Every connection being served, so that shutdown can end their reads and join their threads.
-    live: Mutex<HashMap<u64, Live>>,
+    live: Mutex<LiveConnections>,
     all_done: Condvar,
     next_connection: AtomicU64,
 }
@@ -341,16 +364,54 @@ impl std::fmt::Debug for ServerShared {
 
 struct Live {
     socket: Arc<TcpStream>,
+    ip: Option<IpAddr>,
     thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct LiveConnections {
+    by_number: HashMap<u64, Live>,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl LiveConnections {
+    /// Admits a connection if it is within the limits.
+    fn admit(&mut self, number: u64, socket: &Arc<TcpStream>, config: &ServerConfig) -> bool {
+        let ip = socket.peer_addr().ok().map(|peer| peer.ip());
+        if self.by_number.len() >= config.max_connections {
+            return false;
+        }
+        if let (Some(ip), Some(limit)) = (ip, config.max_connections_per_ip) {
+            let count = self.per_ip.entry(ip).or_default();
+            if *count >= limit {
+                return false;
+            }
+            *count += 1;
+        }
+        self.by_number.insert(number, Live { socket: Arc::clone(socket), ip, thread: None });
+        true
+    }
+
+    fn remove(&mut self, number: u64) {
+        let Some(live) = self.by_number.remove(&number) else { return };
+        if let Some(ip) = live.ip {
+            if let Some(count) = self.per_ip.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_ip.remove(&ip);
+                }
+            }
+        }
+    }
 }
 
 impl ServerShared {
     /// Waits until no connection is left; false if `deadline` came first.
     fn wait_until_idle(&self, deadline: Instant) -> bool {
         let mut live = self.live.lock();
-        while !live.is_empty() {
+        while !live.by_number.is_empty() {
             if self.all_done.wait_until(&mut live, deadline).timed_out() {
-                return live.is_empty();
+                return live.by_number.is_empty();
             }
         }
         true
@@ -359,10 +420,24 @@ impl ServerShared {
     fn connection_done(&self, number: u64) {
         let mut live = self.live.lock();
         // Dropping our own JoinHandle detaches this thread, which is about to end anyway.
-        live.remove(&number);
-        if live.is_empty() {
+        live.remove(number);
+        if live.by_number.is_empty() {
             self.all_done.notify_all();
         }
+    }
+
+    fn endpoint_for(&self, request: &Request) -> Result<&Endpoint> {
+        let matching: Vec<&Endpoint> =
+            self.routes.iter().filter(|(path, _)| path == request.path()).map(|(_, e)| e).collect();
+        if let Some(endpoint) = matching.iter().find(|e| e.takes(request.method())) {
+            return Ok(endpoint);
+        }
+        Err(if matching.is_empty() {
+            Error::NotFound(request.path().to_owned())
+        } else {
+            let allowed: Vec<&str> = matching.iter().map(|e| e.methods()).collect();
+            Error::MethodNotAllowed { allowed: allowed.join(", ") }
+        })
     }
 }
 
@@ -378,7 +453,7 @@ fn wake_accept(addr: SocketAddr) {
     let _ = TcpStream::connect_timeout(&target, Duration::from_secs(1));
 }
 
-fn accept_loop(listener: &TcpListener, shared: &Arc<ServerShared>) {
+fn accept_loop(listener: &TcpListener, shared: &Arc<ServerShared>, busy: &Sender<TcpStream>) {
     for incoming in listener.incoming() {
         if shared.stopping.load(Ordering::SeqCst) {
             break;
@@ -392,24 +467,28 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<ServerShared>) {
                 continue;
             }
         };
-        if shared.live.lock().len() >= shared.config.max_connections {
-            refuse_busy(&stream, shared.config.max_connections);
-            continue;
-        }
         let number = shared.next_connection.fetch_add(1, Ordering::Relaxed);
         let socket = Arc::new(stream);
-        shared.live.lock().insert(number, Live { socket: Arc::clone(&socket), thread: None });
+        if !shared.live.lock().admit(number, &socket, &shared.config) {
+            log::warn!("connection limit reached; turning away {:?}", socket.peer_addr().ok());
+            if let Ok(stream) = Arc::try_unwrap(socket) {
+                // A full queue means a flood: close at once rather than queue without end.
+                let _ = busy.try_send(stream);
+            }
+            continue;
+        }
         let thread_shared = Arc::clone(shared);
+        let thread_socket = Arc::clone(&socket);
         let spawned = thread::Builder::new()
             .name(format!("sse-conn-{number}"))
             .stack_size(shared.config.thread_stack_size)
             .spawn(move || {
-                serve_connection(&thread_shared, &socket);
+                serve_connection(&thread_shared, thread_socket);
                 thread_shared.connection_done(number);
             });
         match spawned {
             Ok(thread) => {
-                if let Some(live) = shared.live.lock().get_mut(&number) {
+                if let Some(live) = shared.live.lock().by_number.get_mut(&number) {
                     live.thread = Some(thread);
                 }
             }
@@ -421,46 +500,47 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<ServerShared>) {
     }
 }
 
-fn refuse_busy(stream: &TcpStream, limit: usize) {
-    log::warn!("refusing a connection from {:?}: {limit} connections already", stream.peer_addr().ok());
+/// Answers a connection over the limits, reading its head briefly to know what it asked for.
+fn answer_busy(shared: &ServerShared, stream: &TcpStream) {
+    let limits = RequestLimits { read_timeout: Duration::from_secs(1), ..shared.config.request_limits };
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let limit = shared.config.max_connections;
+    if let Ok(head) = http::read_head(stream, &limits) {
+        if let Ok(Endpoint::Stream(handler)) = shared.endpoint_for(&head.request) {
+            handler.answer_busy(&mut &*stream, &head.request);
+            return http::linger_close(stream);
+        }
+    }
     answer_error(&mut &*stream, &Error::TooManyConnections { limit });
+    http::linger_close(stream);
 }
 
 /// One connection's thread: read the head, route it, serve it.
-fn serve_connection(shared: &ServerShared, socket: &TcpStream) {
+fn serve_connection(shared: &ServerShared, socket: Arc<TcpStream>) {
     let _ = socket.set_nodelay(true);
     let limits = &shared.config.request_limits;
-    let head = match http::read_head(socket, limits) {
+    let head = match http::read_head(&socket, limits) {
         Ok(head) => head,
         // Shutdown ended this read; say so rather than blame the request.
-        Err(_) if shared.stopping.load(Ordering::SeqCst) => return refuse(socket, &Error::ShutDown),
-        Err(err) => return refuse(socket, &err),
+        Err(_) if shared.stopping.load(Ordering::SeqCst) => return refuse(&socket, &Error::ShutDown),
+        Err(err) => return refuse(&socket, &err),
     };
     let request = &head.request;
-    let matching: Vec<&Endpoint> =
-        shared.routes.iter().filter(|(path, _)| path == request.path()).map(|(_, e)| e).collect();
-    let Some(endpoint) = matching.iter().find(|e| e.takes(request.method())) else {
-        let err = if matching.is_empty() {
-            Error::NotFound(request.path().to_owned())
-        } else {
-            let allowed: Vec<&str> = matching.iter().map(|e| e.methods()).collect();
-            Error::MethodNotAllowed { allowed: allowed.join(", ") }
-        };
-        refuse(socket, &err);
-        return;
+    let endpoint = match shared.endpoint_for(request) {
+        Ok(endpoint) => endpoint,
+        Err(err) => return refuse(&socket, &err),
     };
     let _ = socket.set_write_timeout(Some(shared.config.send_timeout));
     match endpoint {
-        Endpoint::Stream(handler) => match handler.accept_shared(socket, request) {
+        Endpoint::Stream(handler) => match handler.accept_shared(Arc::clone(&socket), request) {
             Ok(Some(reason)) => log::debug!("{:?}: stream ended: {reason}", request.peer()),
             Ok(None) => {}
             Err(err) => log::debug!("{:?}: stream refused: {err}", request.peer()),
         },
         Endpoint::Publish { handler, authenticator } => {
-            match publish(handler, authenticator.as_ref(), socket, &head, limits) {
-                Ok(response) => write_response(socket, &response, false),
-                Err(err) => refuse(socket, &err),
+            match publish(handler, authenticator.as_ref(), &socket, &head, limits) {
+                Ok(response) => write_response(&socket, &response, false),
+                Err(err) => refuse(&socket, &err),
             }
         }
         Endpoint::Plain { respond, .. } => {
@@ -468,7 +548,7 @@ fn serve_connection(shared: &ServerShared, socket: &TcpStream) {
                 log::error!("the handler for {} {} panicked", request.method(), request.path());
                 Response::new(500).with_body("internal server error\n")
             });
-            write_response(socket, &response, request.method() == "HEAD");
+            write_response(&socket, &response, request.method() == "HEAD");
         }
     }
 }

@@ -162,7 +162,10 @@ fn hooks_see_open_and_close_with_the_reason() {
 fn send_timeout_ends_a_client_that_stops_reading() {
     let reasons = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&reasons);
-    let config = Config::default().send_timeout(Duration::from_millis(200)).queue_capacity(1_000_000);
+    let config = Config::default()
+        .send_timeout(Duration::from_millis(200))
+        .queue_capacity(1_000_000)
+        .queue_max_bytes(usize::MAX);
     let builder =
         SseHandler::builder(config).on_close(move |_, reason| log.lock().unwrap().push(reason.clone()));
     let server = start_with(builder, ServerConfig::default());
