@@ -458,8 +458,9 @@ impl SseHandler {
     ///
     /// # Errors
     /// A request the handler cannot take ([`Error::BadRequest`], [`Error::HeadTooLarge`],
-    /// [`Error::MethodNotAllowed`], [`Error::NotFound`], [`Error::Rejected`], [`Error::ShutDown`]) is
-    /// answered with its status first; [`Error::Timeout`] or [`Error::Io`] when the head does not
+    /// [`Error::MethodNotAllowed`], [`Error::NotFound`], [`Error::Rejected`], [`Error::ShutDown`], and
+    /// [`Error::Panicked`] when the authenticator or the connect hook panicked) is answered with its
+    /// status first; [`Error::Timeout`] or [`Error::Io`] when the head does not
     /// arrive.
     pub fn serve(&self, stream: TcpStream) -> Result<Option<CloseReason>> {
         let head = match http::read_head(&stream, &self.shared.config.request_limits) {
@@ -557,8 +558,11 @@ impl SseHandler {
         let mut welcome = NewConnection { info, welcome: Vec::new() };
         if let Some(hook) = &shared.on_connect {
             if catch_unwind(AssertUnwindSafe(|| hook(&mut welcome))).is_err() {
-                log::error!("stream {}: the connect hook panicked; closing the stream", info.id);
-                return Ok(Some(registration.finish(CloseReason::HookPanicked)));
+                log::error!("stream {}: the connect hook panicked; answering 500", info.id);
+                registration.finish(CloseReason::HookPanicked);
+                let err = Error::Panicked("the connect hook");
+                answer_error(&mut out, &err);
+                return Err(err);
             }
         }
 

@@ -1,0 +1,86 @@
+//! Requests built to hurt: each gets a defined answer, and nothing else is disturbed.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+
+use common::*;
+use sse_handler::{Config, Error, Event, FieldProblem, SseHandler};
+
+#[test]
+fn a_thousand_headers_is_431() {
+    let server = start(Config::default());
+    let mut request = String::from("GET /events HTTP/1.1\r\n");
+    for i in 0..1000 {
+        request.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    request.push_str("\r\n");
+    assert_eq!(status_of(&raw_exchange(server.addr, request.as_bytes())), 431);
+}
+
+#[test]
+fn a_one_mebibyte_header_line_is_431() {
+    let server = start(Config::default());
+    let request = format!("GET /events HTTP/1.1\r\nX-Big: {}\r\n\r\n", "b".repeat(1 << 20));
+    assert_eq!(status_of(&raw_exchange(server.addr, request.as_bytes())), 431);
+}
+
+#[test]
+fn a_request_line_that_never_ends_is_431() {
+    let server = start(Config::default());
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    // No line break, ever: the head limit, not the memory, decides.
+    let chunk = vec![b'A'; 64 * 1024];
+    for _ in 0..16 {
+        if stream.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    assert_eq!(status_of(&read_until_close(&mut stream)), 431);
+}
+
+#[test]
+fn a_huge_last_event_id_is_431_and_control_bytes_are_400() {
+    let server = start(Config::default());
+    let huge = format!("GET /events HTTP/1.1\r\nLast-Event-ID: {}\r\n\r\n", "7".repeat(1 << 20));
+    assert_eq!(status_of(&raw_exchange(server.addr, huge.as_bytes())), 431);
+    let control = b"GET /events HTTP/1.1\r\nLast-Event-ID: 1\x01\x02\r\n\r\n";
+    assert_eq!(status_of(&raw_exchange(server.addr, control)), 400);
+    let nul = b"GET /events HTTP/1.1\r\nLast-Event-ID: 1\x002\r\n\r\n";
+    assert_eq!(status_of(&raw_exchange(server.addr, nul)), 400);
+}
+
+#[test]
+fn header_injection_through_configured_headers_is_refused_at_configuration() {
+    for (name, value) in [("X-Ok", "a\r\nSet-Cookie: s=1"), ("X-Ok", "a\nb"), ("X\rBad", "v")] {
+        let err = SseHandler::new(Config::default().header(name, value)).unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+    }
+}
+
+#[test]
+fn ids_that_force_a_cors_preflight_can_be_refused() {
+    let server = start(Config::default().cors_safe_ids(true));
+    let preflighting = Event::builder().id("urn:uuid:42").data("x").build().unwrap();
+    assert!(matches!(
+        server.handler.send_all(preflighting),
+        Err(Error::InvalidField { problem: FieldProblem::NotCorsSafe, .. })
+    ));
+    let (status, _) = publish(server.addr, &format!("?data=x&id={}", "9".repeat(129)), &[], None);
+    assert_eq!(status, 400);
+    assert!(server.handler.send_all(Event::builder().id("evt-42").data("x").build().unwrap()).is_ok());
+}
+
+#[test]
+fn injection_through_event_fields_is_impossible() {
+    let server = start(Config::default());
+    let mut response = subscribe(server.addr, "/events", &[]);
+    // Data holding field syntax stays data; the id and type cannot hold a line break at all.
+    server.handler.send_all(Event::data("x\nid: forged\nevent: admin\r\rdata: y")).unwrap();
+    let event = next_event(response.events());
+    assert_eq!(event.data, "x\nid: forged\nevent: admin\n\ndata: y");
+    assert_eq!((event.event_type.as_str(), event.last_event_id.as_str()), ("message", "1"));
+    let (status, _) = publish(server.addr, "?data=x&event=a%0Aid%3A%20forged", &[], None);
+    assert_eq!(status, 400);
+}
