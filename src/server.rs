@@ -535,7 +535,10 @@ fn serve_connection(shared: &ServerShared, socket: Arc<TcpStream>) {
         Endpoint::Stream(handler) => match handler.accept_shared(Arc::clone(&socket), request) {
             Ok(Some(reason)) => log::debug!("{:?}: stream ended: {reason}", request.peer()),
             Ok(None) => {}
-            Err(err) => log::debug!("{:?}: stream refused: {err}", request.peer()),
+            Err(err) => {
+                log::debug!("{:?}: stream refused: {err}", request.peer());
+                http::linger_close(&socket);
+            }
         },
         Endpoint::Publish { handler, authenticator } => {
             match publish(handler, authenticator.as_ref(), &socket, &head, limits) {
