@@ -60,12 +60,6 @@ fn head_over_the_limit_is_431() {
     let server = server();
     let long_header = format!("GET /events HTTP/1.1\r\nX-Long: {}\r\n\r\n", "a".repeat(2000));
     assert_eq!(status_of(&raw_exchange(server.addr, long_header.as_bytes())), 431);
-    let mut many = String::from("GET /events HTTP/1.1\r\n");
-    for i in 0..100 {
-        many.push_str(&format!("X-{i}: v\r\n"));
-    }
-    many.push_str("\r\n");
-    assert_eq!(status_of(&raw_exchange(server.addr, many.as_bytes())), 431);
 }
 
 #[test]
