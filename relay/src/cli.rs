@@ -43,7 +43,8 @@ pub(crate) struct Args {
     #[arg(long, value_name = "TOKEN", env = "SSE_RELAY_TOKEN", hide_env_values = true, value_parser = non_empty)]
     pub(crate) token: Option<String>,
 
-    /// The event type of events read from standard input (without it, clients see `message`).
+    /// The event type of events read from standard input, unless a JSON line names its own (without
+    /// it, clients see `message`).
     #[arg(long, value_name = "TYPE", value_parser = non_empty)]
     pub(crate) event: Option<String>,
 

@@ -4,15 +4,15 @@ use std::io::BufRead;
 use std::time::Duration;
 
 use serde::Deserialize;
-use sse_handler::{Event, SseHandler};
+use sse_handler::{Event, EventBuilder, SseHandler};
 
 /// How a line of input becomes an event.
 #[derive(Debug, Clone)]
-pub(crate) enum LineFormat {
-    /// The line is the data; every event gets this type, if any.
-    Text { event_type: Option<String> },
-    /// The line is a JSON object with `data`, `event`, `id` and `retry`.
-    Json,
+pub(crate) struct LineFormat {
+    /// Each line is a JSON object with `data`, `event`, `id` and `retry`, rather than the data itself.
+    pub(crate) json: bool,
+    /// The type of events whose line does not name one.
+    pub(crate) default_type: Option<String>,
 }
 
 /// One line of JSON input. Unknown keys are refused, so a typo (`"evnet"`) is reported, not ignored.
@@ -37,21 +37,20 @@ impl LineFormat {
     /// The event for one line (without its line ending), `Ok(None)` for a line to skip silently (a blank
     /// line between JSON objects), or why the line cannot be sent.
     pub(crate) fn event(&self, line: &str) -> Result<Option<Event>, String> {
-        match self {
-            LineFormat::Text { event_type } => {
-                let mut event = Event::builder().data(line);
-                if let Some(event_type) = event_type {
-                    event = event.event(event_type);
-                }
-                event.build().map(Some).map_err(|err| err.to_string())
-            }
-            LineFormat::Json if line.trim().is_empty() => Ok(None),
-            LineFormat::Json => json_event(line).map(Some),
+        let (mut event, named_type) = match self.json {
+            false => (Event::builder().data(line), None),
+            true if line.trim().is_empty() => return Ok(None),
+            true => json_event(line)?,
+        };
+        if let Some(event_type) = named_type.as_ref().or(self.default_type.as_ref()) {
+            event = event.event(event_type);
         }
+        event.build().map(Some).map_err(|err| err.to_string())
     }
 }
 
-fn json_event(line: &str) -> Result<Event, String> {
+/// The event a JSON line describes, and the type it names, if any.
+fn json_event(line: &str) -> Result<(EventBuilder, Option<String>), String> {
     let parsed: JsonLine =
         serde_json::from_str(line).map_err(|err| format!("not a valid event object: {err}"))?;
     if parsed.data.is_none() && parsed.retry.is_none() {
@@ -63,9 +62,6 @@ fn json_event(line: &str) -> Result<Event, String> {
         Some(value) => event = event.data(value.to_string()),
         None => {}
     }
-    if let Some(event_type) = parsed.event {
-        event = event.event(event_type);
-    }
     match parsed.id {
         Some(IdValue::Text(id)) => event = event.id(id),
         Some(IdValue::Number(id)) => event = event.id(id.to_string()),
@@ -74,7 +70,7 @@ fn json_event(line: &str) -> Result<Event, String> {
     if let Some(millis) = parsed.retry {
         event = event.retry(Duration::from_millis(millis));
     }
-    event.build().map_err(|err| err.to_string())
+    Ok((event, parsed.event))
 }
 
 /// Publishes every line of `input` until it ends (or the handler shuts down). Bytes that are not
@@ -127,16 +123,16 @@ mod tests {
 
     #[test]
     fn text_lines_are_data_with_the_default_type() {
-        let plain = LineFormat::Text { event_type: None };
+        let plain = LineFormat { json: false, default_type: None };
         assert_eq!(wire(&plain, "hello"), "data: hello\n\n");
         assert_eq!(wire(&plain, ""), "data: \n\n", "an empty line is an empty event, not nothing");
-        let typed = LineFormat::Text { event_type: Some("log".into()) };
+        let typed = LineFormat { json: false, default_type: Some("log".into()) };
         assert_eq!(wire(&typed, "a: b"), "event: log\ndata: a: b\n\n");
     }
 
     #[test]
     fn json_lines_carry_every_field() {
-        let json = LineFormat::Json;
+        let json = LineFormat { json: true, default_type: None };
         assert_eq!(
             wire(&json, r#"{"event":"build","data":"ok\ndone","id":"b-7","retry":2500}"#),
             "id: b-7\nevent: build\nretry: 2500\ndata: ok\ndata: done\n\n"
@@ -147,8 +143,15 @@ mod tests {
     }
 
     #[test]
+    fn json_lines_without_a_type_take_the_default() {
+        let json = LineFormat { json: true, default_type: Some("metric".into()) };
+        assert_eq!(wire(&json, r#"{"data":"1"}"#), "event: metric\ndata: 1\n\n");
+        assert_eq!(wire(&json, r#"{"data":"2","event":"alert"}"#), "event: alert\ndata: 2\n\n");
+    }
+
+    #[test]
     fn invalid_json_lines_are_refused_with_a_reason() {
-        let json = LineFormat::Json;
+        let json = LineFormat { json: true, default_type: None };
         for line in [
             "not json",
             "[1, 2]",

@@ -31,12 +31,11 @@ enum Stop {
 /// started; all before the relay announces itself.
 pub(crate) fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let handler = SseHandler::new(handler_config(args))?;
-    let format = match (&args.event, args.json) {
-        (_, true) => LineFormat::Json,
-        (event_type, false) => LineFormat::Text { event_type: event_type.clone() },
-    };
+    let format = LineFormat { json: args.json, default_type: args.event.clone() };
     // Check the stdin event type once now, rather than on every line.
-    format.event("").map_err(|problem| format!("--event: {problem}"))?;
+    if let Some(event_type) = &args.event {
+        Event::builder().event(event_type).build().map_err(|err| format!("--event: {err}"))?;
+    }
 
     let server = serve(args, &handler).map_err(|err| format!("cannot listen on {}: {err}", args.listen))?;
     let (stop, stopped) = channel();
