@@ -1,0 +1,149 @@
+//! The command line: every option, its default, and its check.
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Turns standard input and HTTP POSTs into a Server-Sent Events stream.
+///
+/// Every line on standard input becomes one event (`data: <line>`, with an increasing numeric id),
+/// sent to every client of `GET /events`. `POST /publish` publishes one more from its query
+/// (`event`, `data`, `id`, `retry`) or, without `data`, from its body. `GET /` is a live page that
+/// shows the stream as it arrives.
+#[derive(Debug, Parser)]
+#[command(name = "sse-relay", version, about, long_about)]
+#[command(after_help = "\
+Endpoints:
+  GET  /events   the stream; ?event=a&event=b for those types only; resumes from Last-Event-ID
+  POST /publish  ?event=&data=&id=&retry= (or the body as data); with --token, needs Authorization: Bearer
+  GET  /         the live page
+
+Example:
+  tail -f app.log | sse-relay --listen 127.0.0.1:8080
+  curl -N http://127.0.0.1:8080/events")]
+pub(crate) struct Args {
+    /// The address to listen on; port 0 picks a free port. Once ready, the relay prints
+    /// `listening on http://ADDR` on standard output.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub(crate) listen: String,
+
+    /// Write a heartbeat comment on a stream idle this long, in seconds (fractions allowed).
+    #[arg(long, value_name = "SECS", default_value = "20", value_parser = positive_seconds)]
+    pub(crate) heartbeat: Duration,
+
+    /// Keep this many events for clients that reconnect with `Last-Event-ID` (0 keeps none).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub(crate) history: usize,
+
+    /// Let pages from this origin subscribe (CORS), e.g. `https://example.com`, or `*` for any.
+    #[arg(long, value_name = "ORIGIN")]
+    pub(crate) allow_origin: Option<String>,
+
+    /// Require `Authorization: Bearer TOKEN` to publish with POST (subscribing stays open).
+    #[arg(long, value_name = "TOKEN", env = "SSE_RELAY_TOKEN", hide_env_values = true, value_parser = non_empty)]
+    pub(crate) token: Option<String>,
+
+    /// The event type of events read from standard input, unless a JSON line names its own (without
+    /// it, clients see `message`).
+    #[arg(long, value_name = "TYPE", value_parser = non_empty)]
+    pub(crate) event: Option<String>,
+
+    /// Read standard input as JSON lines: one object per line with `data` (text, or any JSON value,
+    /// sent as JSON), and optionally `event`, `id` and `retry` (milliseconds). Invalid lines are
+    /// logged and skipped.
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// What to do at the end of standard input.
+    #[arg(long, value_name = "ACTION", value_enum, default_value_t = OnEof::Serve)]
+    pub(crate) on_eof: OnEof,
+
+    /// End each stream once it has been open this long, in seconds, telling the client to reconnect;
+    /// it resumes from its `Last-Event-ID`. Spreads long-lived connections over time and sheds
+    /// stuck ones. Default: streams stay open.
+    #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
+    pub(crate) max_stream_secs: Option<Duration>,
+
+    /// The reconnection delay, in milliseconds, that clients are told (`retry:`) when the relay ends
+    /// their stream: at --max-stream-secs and at shutdown.
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    pub(crate) retry: u64,
+
+    /// Serve at most this many connections at once; more are answered 503.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_connections: u64,
+
+    /// Events queued for one client at most; a client that falls further behind is dropped (it
+    /// reconnects and replays what it missed from the history).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) queue_capacity: u64,
+
+    /// Log level on standard error: error, warn, info, debug or trace. `RUST_LOG`, when set, takes
+    /// precedence (with env_logger's syntax, e.g. `RUST_LOG=sse_handler=debug`).
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub(crate) log_level: log::LevelFilter,
+}
+
+/// What the relay does when standard input ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OnEof {
+    /// Keep serving: POST /publish still works, and clients keep their streams.
+    Serve,
+    /// Shut down gracefully, as on SIGTERM.
+    Exit,
+}
+
+fn positive_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text.parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        _ => Err(format!("{text:?} must be more than zero seconds")),
+    }
+}
+
+fn non_empty(text: &str) -> Result<String, String> {
+    if text.is_empty() { Err("must not be empty".to_owned()) } else { Ok(text.to_owned()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_documented_contract() {
+        let args = Args::try_parse_from(["sse-relay"]).unwrap();
+        assert_eq!(args.listen, "127.0.0.1:8080");
+        assert_eq!(args.heartbeat, Duration::from_secs(20));
+        assert_eq!(args.history, 1000);
+        assert_eq!(args.on_eof, OnEof::Serve);
+        assert_eq!((args.max_connections, args.queue_capacity), (10_000, 1024));
+        assert!(args.token.is_none() && args.allow_origin.is_none() && args.max_stream_secs.is_none());
+    }
+
+    #[test]
+    fn seconds_take_fractions_but_not_zero() {
+        assert_eq!(positive_seconds("0.25"), Ok(Duration::from_millis(250)));
+        for bad in ["0", "-1", "soon", "NaN", "inf"] {
+            assert!(positive_seconds(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for args in [
+            &["sse-relay", "--queue-capacity", "0"][..],
+            &["sse-relay", "--max-connections", "0"],
+            &["sse-relay", "--token", ""],
+            &["sse-relay", "--on-eof", "later"],
+            &["sse-relay", "--log-level", "loud"],
+        ] {
+            assert!(Args::try_parse_from(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+}

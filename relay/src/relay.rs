@@ -1,0 +1,161 @@
+//! The relay put together: a handler and a server built from the command line, the threads that
+//! feed and stop it, and its graceful end.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::mpsc::{Sender, channel};
+use std::thread;
+use std::time::Duration;
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use sse_handler::{BearerToken, Config, Event, Response, Server, ServerConfig, ServerHandle, SseHandler};
+
+use crate::cli::{Args, OnEof};
+use crate::input::{self, LineFormat};
+use crate::page::{self, PageSettings};
+use crate::rotation::Rotation;
+
+/// Why the relay stops.
+#[derive(Debug)]
+enum Stop {
+    Signal(i32),
+    EndOfInput,
+}
+
+/// Runs the relay until a signal (or the end of input, with `--on-eof exit`), then shuts it down
+/// gracefully.
+///
+/// # Errors
+/// A configuration the library refuses, an address that cannot be bound, or a thread that cannot be
+/// started; all before the relay announces itself.
+pub(crate) fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let handler = SseHandler::new(handler_config(args))?;
+    let format = LineFormat { json: args.json, default_type: args.event.clone() };
+    // Check the stdin event type once now, rather than on every line.
+    if let Some(event_type) = &args.event {
+        Event::builder().event(event_type).build().map_err(|err| format!("--event: {err}"))?;
+    }
+
+    let server = serve(args, &handler).map_err(|err| format!("cannot listen on {}: {err}", args.listen))?;
+    let (stop, stopped) = channel();
+    watch_signals(stop.clone())?;
+    read_input(handler.clone(), format, args.on_eof, stop.clone())?;
+    let retry = Duration::from_millis(args.retry);
+    let rotation = match args.max_stream_secs {
+        Some(max_age) => Some(Rotation::start(handler.clone(), max_age, retry)?),
+        None => None,
+    };
+    announce(server.local_addr());
+
+    // `stop` is still held here, so this wait ends only with a reason.
+    match stopped.recv() {
+        Ok(Stop::Signal(signal)) => log::info!("{} received: shutting down", signal_name(signal)),
+        Ok(Stop::EndOfInput) | Err(_) => log::info!("end of standard input: shutting down"),
+    }
+    drop(stop);
+    if let Some(rotation) = rotation {
+        rotation.stop();
+    }
+    shut_down(server, &handler, retry);
+    Ok(())
+}
+
+fn handler_config(args: &Args) -> Config {
+    let mut config = Config::default()
+        .heartbeat(args.heartbeat)
+        .history_capacity(args.history)
+        .queue_capacity(saturating_usize(args.queue_capacity));
+    if let Some(origin) = &args.allow_origin {
+        config = config.allow_origin(origin);
+    }
+    config
+}
+
+fn saturating_usize(value: u64) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX)
+}
+
+/// Binds and starts the server: the stream, the publish endpoint (behind the token, if any) and the page.
+fn serve(args: &Args, handler: &SseHandler) -> sse_handler::Result<ServerHandle> {
+    let settings = PageSettings {
+        stdin_type: args.event.clone().filter(|_| !args.json),
+        open_publish: args.token.is_none(),
+    };
+    let page = page::render(&settings);
+    let server_config = ServerConfig::default().max_connections(saturating_usize(args.max_connections));
+    let server = Server::bind(&args.listen)?.config(server_config).stream("/events", handler);
+    let server = match &args.token {
+        Some(token) => server.publish_with("/publish", handler, BearerToken::new(token)),
+        None => server.publish("/publish", handler),
+    };
+    server.get("/", move |_request| Response::html(page.clone())).spawn()
+}
+
+/// The one line scripts wait for, on standard output.
+fn announce(addr: SocketAddr) {
+    let mut out = std::io::stdout().lock();
+    if let Err(err) = writeln!(out, "listening on http://{addr}").and_then(|()| out.flush()) {
+        log::warn!("cannot write to standard output: {err}");
+    }
+}
+
+/// SIGINT or SIGTERM asks for a graceful stop; a second one ends the process at once.
+fn watch_signals(stop: Sender<Stop>) -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    thread::Builder::new().name("signals".into()).spawn(move || {
+        let mut received = signals.forever();
+        if let Some(signal) = received.next() {
+            let _ = stop.send(Stop::Signal(signal));
+        }
+        if let Some(signal) = received.next() {
+            log::warn!("{} received again: exiting without waiting for clients", signal_name(signal));
+            std::process::exit(128 + signal);
+        }
+    })?;
+    Ok(())
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        SIGINT => "SIGINT",
+        SIGTERM => "SIGTERM",
+        _ => "a signal",
+    }
+}
+
+/// Publishes standard input on a thread of its own. It is never joined: a read blocked on a quiet
+/// input must not hold up shutdown, and the process ends without it.
+fn read_input(
+    handler: SseHandler,
+    format: LineFormat,
+    on_eof: OnEof,
+    stop: Sender<Stop>,
+) -> std::io::Result<()> {
+    thread::Builder::new().name("stdin".into()).spawn(move || {
+        input::publish_lines(std::io::stdin().lock(), &format, &handler);
+        match on_eof {
+            OnEof::Exit => {
+                let _ = stop.send(Stop::EndOfInput);
+            }
+            OnEof::Serve => log::info!("end of standard input; still serving (POST /publish publishes)"),
+        }
+    })?;
+    Ok(())
+}
+
+/// Tells every stream when to come back, then ends them all and stops the server.
+fn shut_down(server: ServerHandle, handler: &SseHandler, retry: Duration) {
+    let hint = Event::retry_hint(retry);
+    let streams = handler.connection_ids();
+    // `send_one`, not `send_all`: the hint must reach streams subscribed to other types too.
+    for &id in &streams {
+        let _ = handler.send_one(id, hint.clone());
+    }
+    let report = server.shutdown();
+    log::info!(
+        "stopped: {} streams told to reconnect after {retry:?}, {} closed by force",
+        streams.len(),
+        report.forced
+    );
+}

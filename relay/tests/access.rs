@@ -1,0 +1,127 @@
+//! Who may do what: `--token`, `--allow-origin`, bad requests, the operator's limits, and the page.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use common::*;
+
+#[test]
+fn a_token_guards_publishing_but_not_subscribing() {
+    let relay = Relay::start(&["--token", "s3cret"]);
+    let mut stream = relay.subscribe("/events", &[]);
+    let (status, head, _) = relay.request("POST", "/publish?data=anonymous", &[], None);
+    assert_eq!(status, 401);
+    assert_eq!(header(&head, "WWW-Authenticate"), Some("Bearer"));
+    let wrong = [("Authorization", "Bearer guess")];
+    assert_eq!(relay.publish("?data=wrong", &wrong, None).0, 401);
+    let right = [("Authorization", "Bearer s3cret")];
+    assert_eq!(relay.publish("?data=authorized", &right, None).0, 200);
+    assert_eq!(take_events(stream.events(), 1), triples(&[("1", "message", "authorized")]));
+}
+
+#[test]
+fn the_token_can_come_from_the_environment() {
+    // Kept out of the process list: SSE_RELAY_TOKEN instead of --token.
+    let relay = Relay::start_with_env(&[], &[("SSE_RELAY_TOKEN", "from-env")]);
+    assert_eq!(relay.publish("?data=x", &[], None).0, 401);
+    assert_eq!(relay.publish("?data=x", &[("Authorization", "Bearer from-env")], None).0, 200);
+}
+
+#[test]
+fn an_allowed_origin_gets_cors_headers_and_preflights() {
+    let relay = Relay::start(&["--allow-origin", "http://app.test"]);
+    let from_app = [("Origin", "http://app.test")];
+    let response = relay.subscribe("/events", &from_app);
+    assert_eq!(response.header("Access-Control-Allow-Origin"), Some("http://app.test"));
+    // The preflight a browser sends before reconnecting cross-origin with a Last-Event-ID.
+    let preflight = [
+        ("Origin", "http://app.test"),
+        ("Access-Control-Request-Method", "GET"),
+        ("Access-Control-Request-Headers", "last-event-id"),
+    ];
+    let (status, head, _) = relay.request("OPTIONS", "/events", &preflight, None);
+    assert_eq!(status, 204);
+    assert_eq!(header(&head, "Access-Control-Allow-Origin"), Some("http://app.test"));
+    let allowed = header(&head, "Access-Control-Allow-Headers").unwrap_or_default().to_ascii_lowercase();
+    assert!(allowed.split(", ").any(|h| h == "last-event-id"), "{allowed}");
+
+    let elsewhere = relay.subscribe("/events", &[("Origin", "http://other.test")]);
+    assert_eq!(elsewhere.header("Access-Control-Allow-Origin"), None);
+}
+
+#[test]
+fn without_allow_origin_there_are_no_cors_headers() {
+    let relay = Relay::start(&[]);
+    let response = relay.subscribe("/events", &[("Origin", "http://app.test")]);
+    assert_eq!(response.header("Access-Control-Allow-Origin"), None);
+}
+
+#[test]
+fn bad_requests_get_clear_answers_and_disturb_no_one() {
+    let relay = Relay::start(&[]);
+    let mut stream = relay.subscribe("/events", &[]);
+    assert_eq!(relay.request("GET", "/nowhere", &[], None).0, 404);
+    assert_eq!(relay.request("GET", "/publish", &[], None).0, 405);
+    let (status, head, _) = relay.request("DELETE", "/events", &[], None);
+    assert_eq!((status, header(&head, "Allow")), (405, Some("GET, OPTIONS")));
+    assert_eq!(relay.publish("?data=x&retry=soon", &[], None).0, 400);
+    assert_eq!(relay.publish("?data=x&id=a%0Ab", &[], None).0, 400, "a line break in an id");
+
+    let mut raw = TcpStream::connect(relay.addr).unwrap();
+    raw.set_read_timeout(Some(TIMEOUT)).unwrap();
+    raw.write_all(b"NOT AN HTTP REQUEST\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer:?}");
+
+    relay.publish("?data=still%20here", &[], None);
+    assert_eq!(take_events(stream.events(), 1), triples(&[("1", "message", "still here")]));
+}
+
+#[test]
+fn max_connections_turns_away_the_extra_client() {
+    let relay = Relay::start(&["--max-connections", "1"]);
+    let _only = relay.subscribe("/events", &[]);
+    let (status, _, _) = relay.request("GET", "/events", &[], None);
+    assert_eq!(status, 503);
+}
+
+#[test]
+fn a_client_that_falls_queue_capacity_behind_is_dropped() {
+    let relay = Relay::start(&["--queue-capacity", "2"]);
+    let mut stalled = relay.subscribe("/events", &[]);
+    // The stalled client reads nothing, so its socket fills, then its queue; the publish that finds the
+    // queue full drops it, and from then on events reach no connection.
+    let big = vec![b'x'; 1_000_000];
+    let mut published = 0;
+    loop {
+        let (status, answer) = relay.publish("", &[], Some(&big));
+        assert_eq!(status, 200, "{answer}");
+        published += 1;
+        if answer.ends_with("\"connections\":0}\n") {
+            break;
+        }
+        assert!(published < 64, "still connected after {published} MB: {answer}");
+    }
+    // It gets what was already under way, then the stream ends short of what was published.
+    let mut received = 0;
+    while let Some(event) = stalled.events().next_event().expect("the stream ends within the timeout") {
+        assert_eq!(event.data.len(), big.len());
+        received += 1;
+    }
+    assert!(received < published, "received {received} of {published}");
+}
+
+#[test]
+fn the_live_page_is_served_at_the_root() {
+    let relay = Relay::start(&["--event", "log"]);
+    let (status, head, page) = relay.request("GET", "/", &[], None);
+    assert_eq!(status, 200);
+    assert_eq!(header(&head, "Content-Type"), Some("text/html; charset=utf-8"));
+    assert!(page.contains("new EventSource("), "{page}");
+    assert!(page.contains(r#""stdinType":"log""#), "the page listens for the stdin type");
+    let (status, _, body) = relay.request("HEAD", "/", &[], None);
+    assert_eq!((status, body.as_str()), (200, ""));
+}

@@ -1,0 +1,121 @@
+// Drives headless chromium against a running sse-relay; run by ../browser.rs.
+//
+//   node drive.mjs RELAY_URL OTHER_ORIGIN_PAGE_URL
+//
+// The relay must end streams after a few seconds (--max-stream-secs) with a retry hint of a few
+// seconds (--retry). Two pages subscribe: the relay's own live page, and a page from another origin
+// whose EventSource points at the relay. Both must show events published after they opened, in order;
+// after the relay ends their streams, both must reconnect and show what was published while they were
+// away, exactly once and in order. Prints what it does; exits non-zero with the reason on failure.
+
+import { chromium } from 'playwright-core';
+
+const [relayUrl, otherPageUrl] = process.argv.slice(2);
+const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
+const WAIT_MS = 25_000;
+
+function fail(message) {
+  throw new Error(message);
+}
+
+// Polls `probe` until `done(value)` holds; fails after WAIT_MS with what it saw last.
+async function waitFor(what, probe, done) {
+  const deadline = Date.now() + WAIT_MS;
+  let seen;
+  for (;;) {
+    seen = await probe();
+    if (done(seen)) return seen;
+    if (Date.now() > deadline) fail(`timed out waiting until ${what}; last seen: ${JSON.stringify(seen)}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+async function publish(data) {
+  const answer = await fetch(`${relayUrl}/publish?data=${encodeURIComponent(data)}`, { method: 'POST' });
+  if (!answer.ok) fail(`publishing ${data} answered ${answer.status}`);
+  return answer.json();
+}
+
+function watch(name, page, readEvents) {
+  const streamRequests = [];
+  page.on('request', async (request) => {
+    if (new URL(request.url()).pathname === '/events' && request.method() === 'GET') {
+      const headers = await request.allHeaders();
+      streamRequests.push(headers['last-event-id'] ?? null);
+    }
+  });
+  page.on('console', (message) => console.log(`[${name} console] ${message.text()}`));
+  page.on('pageerror', (error) => console.log(`[${name} error] ${error.message}`));
+  return {
+    name,
+    page,
+    streamRequests,
+    events: () => page.evaluate(readEvents),
+    status: () => page.evaluate(() => ({ state: document.body.dataset.state, drops: Number(document.body.dataset.drops) })),
+  };
+}
+
+const expected = (datas) => datas.map((data, i) => ({ id: String(i + 1), type: 'message', data }));
+const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+
+const browser = await chromium.launch({
+  executablePath,
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+    '--no-first-run', '--disable-quic', '--disable-sync'],
+  timeout: WAIT_MS,
+});
+try {
+  const context = await browser.newContext();
+  context.setDefaultTimeout(WAIT_MS);
+  const relayPage = watch('relay page', await context.newPage(), () =>
+    [...document.querySelectorAll('#events tr.event')].reverse().map((row) =>
+      ({ id: row.dataset.id, type: row.dataset.type, data: row.querySelector('td.data').textContent })));
+  const otherPage = watch('other origin', await context.newPage(), () =>
+    [...document.querySelectorAll('#events li')].map((item) =>
+      ({ id: item.dataset.id, type: item.dataset.type, data: item.textContent })));
+  const pages = [relayPage, otherPage];
+
+  // Opened together, so the relay ends both streams at about the same time.
+  await Promise.all([relayPage.page.goto(`${relayUrl}/`), otherPage.page.goto(otherPageUrl)]);
+  for (const p of pages) await waitFor(`the ${p.name} is connected`, p.status, (s) => s.state === 'open');
+  console.log('both pages connected');
+
+  const live = ['one', 'two', 'three'];
+  for (const data of live) await publish(data);
+  for (const p of pages) {
+    await waitFor(`the ${p.name} shows the live events in order`, p.events, (e) => same(e, expected(live)));
+  }
+  console.log('both pages show the live events in order');
+
+  // The relay ends each stream; while both pages wait to reconnect, more is published.
+  const dropsSoFar = await Promise.all(pages.map(async (p) => (await p.status()).drops));
+  await waitFor('both streams have been ended by the relay',
+    () => Promise.all(pages.map((p) => p.status())),
+    (statuses) => statuses.every((s, i) => s.drops > dropsSoFar[i] && s.state === 'reconnecting'));
+  const lastSeenId = String(live.length);
+  const meanwhile = ['four', 'five'];
+  for (const data of meanwhile) {
+    const answer = await publish(data);
+    if (answer.connections !== 0) fail(`"${data}" was published to ${answer.connections} open streams, not while both were away`);
+  }
+  console.log('published while both pages were away');
+
+  const all = expected([...live, ...meanwhile]);
+  for (const p of pages) {
+    await waitFor(`the ${p.name} shows what was published while it was away, once and in order`, p.events,
+      (e) => same(e, all));
+    await waitFor(`the ${p.name} is connected again`, p.status, (s) => s.state === 'open');
+    const resumedFrom = p.streamRequests.slice(1);
+    if (!resumedFrom.includes(lastSeenId)) {
+      fail(`the ${p.name} did not reconnect with Last-Event-ID ${lastSeenId}: ${JSON.stringify(p.streamRequests)}`);
+    }
+  }
+  const notes = await relayPage.page.$$eval('#events tr.note', (rows) => rows.map((row) => row.textContent));
+  if (!notes.some((note) => note.includes(`resuming after id ${lastSeenId}`))) {
+    fail(`the relay page does not show its reconnection: ${JSON.stringify(notes)}`);
+  }
+  console.log('both pages reconnected and resumed from the last event id');
+} finally {
+  await browser.close();
+}
