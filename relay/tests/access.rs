@@ -84,8 +84,12 @@ fn bad_requests_get_clear_answers_and_disturb_no_one() {
 fn max_connections_turns_away_the_extra_client() {
     let relay = Relay::start(&["--max-connections", "1"]);
     let _only = relay.subscribe("/events", &[]);
-    let (status, _, _) = relay.request("GET", "/events", &[], None);
-    assert_eq!(status, 503);
+    // A stream over the limit gets 200 (any other status makes EventSource give up for good) with
+    // only a `retry:` hint, then the end; other requests get 503.
+    let (status, _, body) = relay.request("GET", "/events", &[], None);
+    assert_eq!(status, 200);
+    assert!(body.starts_with("retry: "), "{body:?}");
+    assert_eq!(relay.request("GET", "/", &[], None).0, 503);
 }
 
 #[test]
