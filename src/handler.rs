@@ -439,7 +439,9 @@ impl SseHandler {
             self.shared.shut_down.store(true, Ordering::SeqCst);
             self.shared.registry.remove_all(CloseReason::ShutDown)
         };
-        log::debug!("handler shut down, ending {} streams", ended.len());
+        if !ended.is_empty() {
+            log::debug!("handler shut down, ending {} streams", ended.len());
+        }
         ended
     }
 

@@ -5,7 +5,6 @@ mod cli;
 mod input;
 mod page;
 mod relay;
-mod rotation;
 
 use std::process::ExitCode;
 

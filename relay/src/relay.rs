@@ -14,7 +14,6 @@ use sse_handler::{BearerToken, Config, Event, Response, Server, ServerConfig, Se
 use crate::cli::{Args, OnEof};
 use crate::input::{self, LineFormat};
 use crate::page::{self, PageSettings};
-use crate::rotation::Rotation;
 
 /// Why the relay stops.
 #[derive(Debug)]
@@ -41,11 +40,6 @@ pub(crate) fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let (stop, stopped) = channel();
     watch_signals(stop.clone())?;
     read_input(handler.clone(), format, args.on_eof, stop.clone())?;
-    let retry = Duration::from_millis(args.retry);
-    let rotation = match args.max_stream_secs {
-        Some(max_age) => Some(Rotation::start(handler.clone(), max_age, retry)?),
-        None => None,
-    };
     announce(server.local_addr());
 
     // `stop` is still held here, so this wait ends only with a reason.
@@ -54,10 +48,10 @@ pub(crate) fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         Ok(Stop::EndOfInput) | Err(_) => log::info!("end of standard input: shutting down"),
     }
     drop(stop);
-    if let Some(rotation) = rotation {
-        rotation.stop();
-    }
-    shut_down(server, &handler, retry);
+    let streams = handler.connection_count();
+    // Every stream gets a final `retry:` hint (`--retry`) from the library as it is closed.
+    let report = server.shutdown();
+    log::info!("stopped: {streams} streams told when to reconnect, {} closed by force", report.forced);
     Ok(())
 }
 
@@ -65,9 +59,14 @@ fn handler_config(args: &Args) -> Config {
     let mut config = Config::default()
         .heartbeat(args.heartbeat)
         .history_capacity(args.history)
-        .queue_capacity(saturating_usize(args.queue_capacity));
+        .queue_capacity(saturating_usize(args.queue_capacity))
+        // The hint streams get when the relay ends them: rotation, shutdown, too many connections.
+        .reconnect_after(Duration::from_millis(args.retry));
     if let Some(origin) = &args.allow_origin {
         config = config.allow_origin(origin);
+    }
+    if let Some(max_age) = args.max_stream_secs {
+        config = config.max_lifetime(max_age);
     }
     config
 }
@@ -142,20 +141,4 @@ fn read_input(
         }
     })?;
     Ok(())
-}
-
-/// Tells every stream when to come back, then ends them all and stops the server.
-fn shut_down(server: ServerHandle, handler: &SseHandler, retry: Duration) {
-    let hint = Event::retry_hint(retry);
-    let streams = handler.connection_ids();
-    // `send_one`, not `send_all`: the hint must reach streams subscribed to other types too.
-    for &id in &streams {
-        let _ = handler.send_one(id, hint.clone());
-    }
-    let report = server.shutdown();
-    log::info!(
-        "stopped: {} streams told to reconnect after {retry:?}, {} closed by force",
-        streams.len(),
-        report.forced
-    );
 }
