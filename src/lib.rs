@@ -13,6 +13,8 @@ mod history;
 mod http;
 mod registry;
 mod server;
+#[cfg(feature = "websocket")]
+pub mod ws;
 
 pub use auth::{AllowAll, Authenticator, BearerToken, Rejection};
 pub use config::{Config, RequestLimits, UnknownIdPolicy};
@@ -23,3 +25,5 @@ pub use history::{History, MemoryHistory};
 pub use http::{Request, Response};
 pub use registry::{CloseReason, ConnectionId, ConnectionInfo, Replay};
 pub use server::{Server, ServerConfig, ServerHandle, ShutdownReport};
+#[cfg(feature = "websocket")]
+pub use ws::{WsConfig, WsHandler};
