@@ -347,6 +347,13 @@ impl Writer {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Step {
-        self.socket.write_all(bytes).map_err(|err| Closed::write_failed(&err))
+        self.socket.write_all(bytes).map_err(|err| {
+            // A write blocked on a client already dropped as slow fails when the client goes: it
+            // ended as a slow client all the same.
+            match self.connection.close_reason() {
+                Some(CloseReason::SlowClient) => Closed::abnormal(CloseCause::SlowClient),
+                _ => Closed::write_failed(&err),
+            }
+        })
     }
 }
