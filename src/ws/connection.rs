@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, never, select};
+use crossbeam_channel::{Receiver, Sender, never, select_biased};
 
 use super::close::{CloseCause, Closed, NO_STATUS};
 use super::frame::{self, OpCode, ReadError, Violation};
@@ -161,7 +161,16 @@ impl Writer {
         let mut closing: Option<(Instant, Closed)> = None;
         loop {
             let (deadline, _) = self.due(&closing, &mut ping_sent);
-            let step = select! {
+            // Control first: a pong or a close answer goes before data queued at the same moment.
+            let step = select_biased! {
+                recv(control) -> message => match message {
+                    Ok(Control::Pong(payload)) if closing.is_none() => self.send_frame(OpCode::Pong, &payload),
+                    Ok(Control::Pong(_)) => Ok(()),
+                    Ok(Control::PeerClosed(frame)) => Err(self.peer_closed(frame, closing.take())),
+                    Ok(Control::Violation(violation)) => Err(self.fail(violation, closing.take())),
+                    Ok(Control::HookPanicked) => Err(self.hook_panicked(closing.take())),
+                    Ok(Control::ReadEnded) | Err(_) => Err(self.read_side_ended(closing.take())),
+                },
                 recv(data) -> item => match item {
                     Ok(item) => self.outbound(item, &mut closing),
                     Err(_) => {
@@ -172,17 +181,6 @@ impl Writer {
                             _ => Ok(()),
                         }
                     }
-                },
-                recv(control) -> message => match message {
-                    Ok(Control::Pong(payload)) if closing.is_none() => self.send_frame(OpCode::Pong, &payload),
-                    Ok(Control::Pong(_)) => Ok(()),
-                    Ok(Control::PeerClosed(frame)) => Err(self.peer_closed(frame, closing.take())),
-                    Ok(Control::Violation(violation)) => Err(self.fail(violation, closing.take())),
-                    Ok(Control::HookPanicked) => {
-                        let frame = CloseFrame { code: 1011, reason: "internal error".into() };
-                        Err(self.close_now(frame, CloseCause::HookPanicked, closing.take()))
-                    }
-                    Ok(Control::ReadEnded) | Err(_) => Err(self.read_side_ended(closing.take())),
                 },
                 default(deadline.saturating_duration_since(Instant::now())) => {
                     self.timer(&mut closing, &mut ping_sent)
@@ -273,9 +271,27 @@ impl Writer {
         Ok(())
     }
 
+    /// Before the last frames of a connection the reader ended, writes the messages already queued:
+    /// replies the application queued while handling the client's earlier messages go out before
+    /// the close frame, as they would have without the race between the two queues. Close items and
+    /// anything queued after this call are left; nothing is written after our own close frame.
+    fn flush_queued(&mut self) -> Step {
+        for _ in 0..self.data.len() {
+            let Ok(item) = self.data.try_recv() else { break };
+            self.connection.pending.fetch_sub(1, Ordering::AcqRel);
+            if let Outbound::Frame(bytes) = item {
+                self.write(&bytes)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The client closed: answer with its code (unless we had closed first), and end.
     fn peer_closed(&mut self, frame: Option<CloseFrame>, closing: Option<(Instant, Closed)>) -> Closed {
         if let Some((_, closed)) = closing {
+            return closed;
+        }
+        if let Err(closed) = self.flush_queued() {
             return closed;
         }
         let echo = frame.as_ref().map(|f| CloseFrame { code: f.code, reason: String::new() });
@@ -293,11 +309,25 @@ impl Writer {
     fn fail(&mut self, violation: Violation, closing: Option<(Instant, Closed)>) -> Closed {
         log::debug!("websocket {}: protocol error: {}", self.connection.info.id, violation.reason);
         let frame = CloseFrame { code: violation.code, reason: violation.reason.into() };
-        let closed = self.close_now(frame, CloseCause::ProtocolError, closing);
+        let flushed = if closing.is_none() { self.flush_queued() } else { Ok(()) };
+        let closed = match flushed {
+            Err(closed) => closed,
+            Ok(()) => self.close_now(frame, CloseCause::ProtocolError, closing),
+        };
         // Unread input makes the kernel answer our close with a reset, which can destroy the close
         // frame before the client reads it: read and discard for a moment first.
         http::linger_close(&self.socket);
         closed
+    }
+
+    /// A hook panicked: the replies it queued before go out, then 1011.
+    fn hook_panicked(&mut self, closing: Option<(Instant, Closed)>) -> Closed {
+        let flushed = if closing.is_none() { self.flush_queued() } else { Ok(()) };
+        let frame = CloseFrame { code: 1011, reason: "internal error".into() };
+        match flushed {
+            Err(closed) => closed,
+            Ok(()) => self.close_now(frame, CloseCause::HookPanicked, closing),
+        }
     }
 
     /// Sends a close frame (unless one was sent already) and ends without waiting for the answer.
