@@ -25,7 +25,7 @@ enum End {
 
 struct Case {
     id: &'static str,
-    what: &'static str,
+    what: String,
     /// Each element is written on its own (a frame sent in chunks is several elements).
     writes: Vec<Vec<u8>>,
     /// The frames the server must send back, in order, before the end.
@@ -35,21 +35,21 @@ struct Case {
 
 fn case(
     id: &'static str,
-    what: &'static str,
+    what: impl Into<String>,
     writes: Vec<Vec<u8>>,
     expect: Vec<(u8, Vec<u8>)>,
     end: End,
 ) -> Case {
-    Case { id, what, writes, expect, end }
+    Case { id, what: what.into(), writes, expect, end }
 }
 
 /// A message sent as one frame and echoed.
-fn echoed(id: &'static str, what: &'static str, opcode: u8, payload: Vec<u8>) -> Case {
+fn echoed(id: &'static str, what: impl Into<String>, opcode: u8, payload: Vec<u8>) -> Case {
     case(id, what, vec![frame(opcode, &payload)], vec![(opcode, payload)], End::Open)
 }
 
 /// Frames that must make the server fail the connection with `code`.
-fn refused(id: &'static str, what: &'static str, writes: Vec<Vec<u8>>, code: u16) -> Case {
+fn refused(id: &'static str, what: impl Into<String>, writes: Vec<Vec<u8>>, code: u16) -> Case {
     case(id, what, writes, Vec::new(), End::Closed(Some(code)))
 }
 
@@ -80,13 +80,8 @@ fn framing() -> Vec<Case> {
     let ids_text = ["1.1.1", "1.1.2", "1.1.3", "1.1.4", "1.1.5", "1.1.6", "1.1.7"];
     let ids_binary = ["1.2.1", "1.2.2", "1.2.3", "1.2.4", "1.2.5", "1.2.6", "1.2.7"];
     for ((len, text_id), binary_id) in lengths.iter().zip(ids_text).zip(ids_binary) {
-        cases.push(echoed(
-            text_id,
-            "text message of 0..65536 bytes (length encodings)",
-            TEXT,
-            vec![b'*'; *len],
-        ));
-        cases.push(echoed(binary_id, "binary message of 0..65536 bytes", BINARY, vec![0xFE; *len]));
+        cases.push(echoed(text_id, format!("text message of {len} bytes"), TEXT, vec![b'*'; *len]));
+        cases.push(echoed(binary_id, format!("binary message of {len} bytes"), BINARY, vec![0xFE; *len]));
     }
     let big = vec![b'*'; 65536];
     cases.push(case(
@@ -589,6 +584,25 @@ fn limits() -> Vec<Case> {
     ]
 }
 
+/// What a case expects from the server, for the printed case list.
+fn expectation(case: &Case) -> String {
+    let mut parts: Vec<String> = case
+        .expect
+        .iter()
+        .map(|(opcode, payload)| match *opcode {
+            PONG => "pong".to_owned(),
+            TEXT | BINARY => format!("echo ({} bytes)", payload.len()),
+            other => format!("opcode {other}"),
+        })
+        .collect();
+    parts.push(match case.end {
+        End::Open => "stays open".to_owned(),
+        End::Closed(Some(code)) => format!("close {code}"),
+        End::Closed(None) => "empty close".to_owned(),
+    });
+    parts.join(", ")
+}
+
 /// Runs one case on a new connection; returns what went wrong, if anything.
 fn run(addr: SocketAddr, case: &Case) -> Result<(), String> {
     let mut stream = open(addr);
@@ -660,7 +674,7 @@ fn autobahn_style_cases() {
     for (target, case) in all {
         count += 1;
         match run(target, case) {
-            Ok(()) => println!("case {:<10} OK    {}", case.id, case.what),
+            Ok(()) => println!("case {:<12} OK    {} | {}", case.id, case.what, expectation(case)),
             Err(problem) => {
                 println!("case {:<10} FAIL  {}: {problem}", case.id, case.what);
                 failures.push(format!("{} ({}): {problem}", case.id, case.what));
