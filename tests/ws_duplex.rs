@@ -163,8 +163,7 @@ fn an_idle_client_is_pinged_and_closed_when_it_does_not_answer() {
 
 #[test]
 fn a_client_that_answers_pings_stays_connected() {
-    let config =
-        WsConfig::default().heartbeat(Duration::from_millis(20)).pong_timeout(Duration::from_millis(200));
+    let config = WsConfig::default().heartbeat(Duration::from_millis(20)).pong_timeout(TIMEOUT);
     let server = start(config);
     let mut stream = open(server.addr);
     for _ in 0..5 {

@@ -353,7 +353,9 @@ impl Writer {
         if let Some((_, closed)) = closing {
             return closed;
         }
-        while let Ok(item) = self.data.try_recv() {
+        // Only what is queued now: a busy broadcaster must not keep this going.
+        for _ in 0..self.data.len() {
+            let Ok(item) = self.data.try_recv() else { break };
             self.connection.pending.fetch_sub(1, Ordering::AcqRel);
             let written = match item {
                 Outbound::Frame(bytes) => self.write(&bytes),
