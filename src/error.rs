@@ -101,6 +101,17 @@ pub enum Error {
     #[error("{0} panicked")]
     Panicked(&'static str),
 
+    /// A WebSocket handshake asked for a protocol version other than 13; answered `426` with
+    /// `Sec-WebSocket-Version: 13`.
+    #[cfg(feature = "websocket")]
+    #[error("unsupported WebSocket version (only 13 is supported)")]
+    WebSocketVersion,
+
+    /// A close code that may not be sent in a close frame (valid: 1000–1003, 1007–1014, 3000–4999).
+    #[cfg(feature = "websocket")]
+    #[error("close code {0} may not be sent")]
+    InvalidCloseCode(u16),
+
     /// Serializing event data to JSON failed.
     #[cfg(feature = "json")]
     #[error("cannot serialize event data to JSON: {0}")]
@@ -120,6 +131,8 @@ impl Error {
             Error::HeadTooLarge { .. } => 431,
             Error::Panicked(_) => 500,
             Error::ShutDown | Error::TooManyConnections { .. } => 503,
+            #[cfg(feature = "websocket")]
+            Error::WebSocketVersion => 426,
             #[cfg(feature = "json")]
             Error::Json(_) => 400,
             _ => return None,

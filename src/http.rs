@@ -440,6 +440,11 @@ impl Response {
                 response.body = format!("{}\n", rejection.message()).into_bytes();
                 response.headers.extend(rejection.headers().iter().cloned());
             }
+            #[cfg(feature = "websocket")]
+            Error::WebSocketVersion => {
+                response =
+                    response.with_header("Sec-WebSocket-Version", "13").with_header("Upgrade", "websocket");
+            }
             _ => {}
         }
         Some(response)
@@ -487,6 +492,7 @@ pub(crate) fn is_valid_header(name: &str, value: &str) -> bool {
 
 fn reason_phrase(status: u16) -> &'static str {
     match status {
+        101 => "Switching Protocols",
         200 => "OK",
         202 => "Accepted",
         204 => "No Content",

@@ -14,6 +14,8 @@ mod http;
 mod registry;
 mod server;
 mod stats;
+#[cfg(feature = "websocket")]
+pub mod ws;
 
 pub use auth::{AllowAll, Authenticator, BearerToken, Rejection};
 pub use config::{Config, RequestLimits, UnknownIdPolicy};
@@ -25,3 +27,5 @@ pub use http::{Request, Response};
 pub use registry::{CloseReason, ConnectionId, ConnectionInfo, ConnectionStats, OverflowPolicy, Replay};
 pub use server::{Server, ServerConfig, ServerHandle, ShutdownReport};
 pub use stats::Stats;
+#[cfg(feature = "websocket")]
+pub use ws::{WsConfig, WsHandler};

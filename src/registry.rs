@@ -182,6 +182,12 @@ pub(crate) struct QueueLimits {
     pub(crate) overflow: OverflowPolicy,
 }
 
+impl QueueLimits {
+    /// No bound: for the one message that must never be refused (a close frame).
+    pub(crate) const UNBOUNDED: QueueLimits =
+        QueueLimits { messages: usize::MAX, bytes: usize::MAX, overflow: OverflowPolicy::Disconnect };
+}
+
 /// Something that can wait in a connection's queue: its size counts against the byte bound.
 pub(crate) trait Queued: Clone {
     fn queued_size(&self) -> usize;

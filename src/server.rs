@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::handler::{SseHandler, answer_error};
 use crate::http::{self, ReadHead, Request, Response};
+#[cfg(feature = "websocket")]
+use crate::ws::WsHandler;
 
 type RouteFn = dyn Fn(&Request) -> Response + Send + Sync;
 
@@ -97,8 +99,16 @@ impl ServerConfig {
 
 enum Endpoint {
     Stream(SseHandler),
-    Publish { handler: SseHandler, authenticator: Box<dyn Authenticator> },
-    Plain { method: String, respond: Box<RouteFn> },
+    Publish {
+        handler: SseHandler,
+        authenticator: Box<dyn Authenticator>,
+    },
+    Plain {
+        method: String,
+        respond: Box<RouteFn>,
+    },
+    #[cfg(feature = "websocket")]
+    WebSocket(WsHandler),
 }
 
 impl Endpoint {
@@ -107,6 +117,8 @@ impl Endpoint {
             Endpoint::Stream(_) => "GET, OPTIONS",
             Endpoint::Publish { .. } => "POST",
             Endpoint::Plain { method, .. } => method,
+            #[cfg(feature = "websocket")]
+            Endpoint::WebSocket(_) => "GET",
         }
     }
 
@@ -170,6 +182,14 @@ impl Server {
     /// Serves event streams of `handler` at `path` (`GET`, and `OPTIONS` for CORS preflights).
     pub fn stream(mut self, path: impl Into<String>, handler: &SseHandler) -> Server {
         self.routes.push((path.into(), Endpoint::Stream(handler.clone())));
+        self
+    }
+
+    /// Serves WebSocket connections of `handler` at `path` (`GET` with an upgrade handshake). Bytes
+    /// the client sent right after its handshake are handed over with the socket, not lost.
+    #[cfg(feature = "websocket")]
+    pub fn websocket(mut self, path: impl Into<String>, handler: &WsHandler) -> Server {
+        self.routes.push((path.into(), Endpoint::WebSocket(handler.clone())));
         self
     }
 
@@ -315,6 +335,10 @@ impl ServerHandle {
 
         for (_, endpoint) in &shared.routes {
             if let Endpoint::Stream(handler) | Endpoint::Publish { handler, .. } = endpoint {
+                handler.shutdown();
+            }
+            #[cfg(feature = "websocket")]
+            if let Endpoint::WebSocket(handler) = endpoint {
                 handler.shutdown();
             }
         }
@@ -546,6 +570,11 @@ fn serve_connection(shared: &ServerShared, socket: Arc<TcpStream>) {
                 Err(err) => refuse(&socket, &err),
             }
         }
+        #[cfg(feature = "websocket")]
+        Endpoint::WebSocket(handler) => match handler.accept_shared(&socket, request, &head.leftover) {
+            Ok(closed) => log::debug!("{:?}: websocket ended: {closed}", request.peer()),
+            Err(err) => log::debug!("{:?}: websocket refused: {err}", request.peer()),
+        },
         Endpoint::Plain { respond, .. } => {
             let response = catch_unwind(AssertUnwindSafe(|| respond(request))).unwrap_or_else(|_| {
                 log::error!("the handler for {} {} panicked", request.method(), request.path());

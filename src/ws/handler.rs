@@ -1,0 +1,605 @@
+//! [`WsHandler`]: the connections of one WebSocket endpoint, sending to them, and the life of one
+//! connection from its handshake to its close hook.
+
+use std::io::{BufReader, Cursor, Read};
+use std::net::TcpStream;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread;
+use std::time::SystemTime;
+
+use parking_lot::Mutex;
+
+use super::close::{CloseCause, Closed};
+use super::config::WsConfig;
+use super::connection::{self, Control, Liveness, Outbound, Timing, Writer};
+use super::frame::Role;
+use super::handshake::{self, Upgrade};
+use super::message::{self, CloseFrame, Limits, Message, MessageReader};
+use crate::auth::{AllowAll, Authenticator};
+use crate::error::{Error, Result};
+use crate::handler::answer_error;
+use crate::http::{self, Request, Response};
+use crate::registry::{
+    CloseReason, Connection, ConnectionId, ConnectionInfo, OverflowPolicy, Push, QueueLimits, Registry,
+    Replay,
+};
+
+type ConnectHook = Box<dyn Fn(&WsConnection<'_>) + Send + Sync>;
+type MessageHook = Box<dyn Fn(&WsConnection<'_>, Message) + Send + Sync>;
+type CloseHook = Box<dyn Fn(&ConnectionInfo, &Closed) + Send + Sync>;
+type ProtocolChoice = Box<dyn Fn(&Request, &[String]) -> Option<String> + Send + Sync>;
+
+/// Stack of each connection's writer thread: it runs no application code.
+const WRITER_STACK: usize = 128 * 1024;
+/// Read buffer of each connection.
+const READ_BUFFER: usize = 8 * 1024;
+
+/// Serves WebSocket connections and sends messages to them: the sibling of
+/// [`SseHandler`](crate::SseHandler), with the same registry, authenticator and conventions, plus
+/// messages from the clients.
+///
+/// A cheap handle: clones share the same connections and settings. Each connection runs on two
+/// threads, one reading (the built-in server's connection thread, or the one that called
+/// [`serve`](WsHandler::serve)) and one writing; sending pushes into the connection's queue and returns
+/// at once, and the writer wakes as soon as something is queued.
+///
+/// ```no_run
+/// use sse_handler::Server;
+/// use sse_handler::ws::{WsConfig, WsHandler};
+///
+/// let echo = WsHandler::builder(WsConfig::default())
+///     .on_message(|conn, message| {
+///         let _ = conn.send(message); // back to the sender
+///     })
+///     .build()?;
+/// let server = Server::bind("127.0.0.1:8080")?.websocket("/echo", &echo).spawn()?;
+/// # server.shutdown();
+/// # Ok::<(), sse_handler::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct WsHandler {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: WsConfig,
+    registry: Registry<Outbound>,
+    /// Held while a connection registers and while the handler shuts down, so that no connection
+    /// registers after the shutdown has sent everyone its close frame.
+    lifecycle: Mutex<()>,
+    shut_down: AtomicBool,
+    next_connection: AtomicU64,
+    authenticator: Box<dyn Authenticator>,
+    choose_protocol: Option<ProtocolChoice>,
+    on_connect: Option<ConnectHook>,
+    on_message: Option<MessageHook>,
+    on_close: Option<CloseHook>,
+    slow_client_drops: AtomicUsize,
+}
+
+/// One open connection, as the connect and message hooks see it.
+#[derive(Debug)]
+pub struct WsConnection<'a> {
+    handler: &'a WsHandler,
+    info: &'a ConnectionInfo,
+    protocol: Option<&'a str>,
+}
+
+impl WsConnection<'_> {
+    /// Who connected, from where, on which path.
+    pub fn info(&self) -> &ConnectionInfo {
+        self.info
+    }
+
+    /// The connection's id, for [`WsHandler::send_one`] and [`WsHandler::stop_one`].
+    pub fn id(&self) -> ConnectionId {
+        self.info.id()
+    }
+
+    /// The subprotocol chosen in the handshake, if any.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol
+    }
+
+    /// Queues a message for this client (as [`WsHandler::send_one`]).
+    ///
+    /// # Errors
+    /// As [`WsHandler::send_one`].
+    pub fn send(&self, message: impl Into<Message>) -> Result<()> {
+        self.handler.send_one(self.id(), message)
+    }
+
+    /// Closes this connection with `code` and `reason` (as [`WsHandler::stop_one_with_reason`]).
+    ///
+    /// # Errors
+    /// As [`WsHandler::stop_one`].
+    pub fn close(&self, code: u16, reason: &str) -> Result<()> {
+        self.handler.stop_one_with_reason(self.id(), code, reason)
+    }
+
+    /// The handler, to reach the other connections (a broadcast, a count, ...).
+    pub fn handler(&self) -> &WsHandler {
+        self.handler
+    }
+}
+
+/// Sets up a [`WsHandler`] with an authenticator, a subprotocol choice and hooks.
+#[must_use = "a WsHandlerBuilder does nothing until `build` is called"]
+pub struct WsHandlerBuilder {
+    config: WsConfig,
+    authenticator: Box<dyn Authenticator>,
+    choose_protocol: Option<ProtocolChoice>,
+    on_connect: Option<ConnectHook>,
+    on_message: Option<MessageHook>,
+    on_close: Option<CloseHook>,
+}
+
+impl WsHandlerBuilder {
+    /// Who may connect (default [`AllowAll`]). It sees the handshake request; its refusal is the HTTP
+    /// answer (401, 403, ...), so the connection is never upgraded.
+    pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
+        self.authenticator = Box::new(authenticator);
+        self
+    }
+
+    /// Picks the subprotocol from those the client offered (`Sec-WebSocket-Protocol`, in the client's
+    /// order of preference). Returning `None`, or a name the client did not offer, picks none. Without
+    /// this, no subprotocol is ever picked.
+    pub fn choose_protocol(
+        mut self,
+        choose: impl Fn(&Request, &[String]) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.choose_protocol = Some(Box::new(choose));
+        self
+    }
+
+    /// Called on the connection's reading thread once the handshake is answered, before any message from
+    /// the client is read. Messages it sends are queued like any other.
+    pub fn on_connect(mut self, hook: impl Fn(&WsConnection<'_>) + Send + Sync + 'static) -> Self {
+        self.on_connect = Some(Box::new(hook));
+        self
+    }
+
+    /// Called on the connection's reading thread with every text or binary message the client sends,
+    /// in order, while outbound messages keep flowing on the writing thread. A slow hook delays only
+    /// this client's next message; a hook that panics closes the connection with 1011.
+    pub fn on_message(mut self, hook: impl Fn(&WsConnection<'_>, Message) + Send + Sync + 'static) -> Self {
+        self.on_message = Some(Box::new(hook));
+        self
+    }
+
+    /// Called on the connection's reading thread when the connection has closed, with how it closed.
+    pub fn on_close(mut self, hook: impl Fn(&ConnectionInfo, &Closed) + Send + Sync + 'static) -> Self {
+        self.on_close = Some(Box::new(hook));
+        self
+    }
+
+    /// Checks the config and makes the handler.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when a config value is out of range (see [`WsConfig::validate`]).
+    pub fn build(self) -> Result<WsHandler> {
+        self.config.validate()?;
+        Ok(WsHandler {
+            shared: Arc::new(Shared {
+                config: self.config,
+                registry: Registry::default(),
+                lifecycle: Mutex::new(()),
+                shut_down: AtomicBool::new(false),
+                next_connection: AtomicU64::new(1),
+                authenticator: self.authenticator,
+                choose_protocol: self.choose_protocol,
+                on_connect: self.on_connect,
+                on_message: self.on_message,
+                on_close: self.on_close,
+                slow_client_drops: AtomicUsize::new(0),
+            }),
+        })
+    }
+}
+
+impl std::fmt::Debug for WsHandlerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsHandlerBuilder").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for WsHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsHandler")
+            .field("connections", &self.connection_count())
+            .field("shut_down", &self.is_shut_down())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WsHandler {
+    /// A handler with this config, no authentication and no hooks (it can still send).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when a config value is out of range (see [`WsConfig::validate`]).
+    pub fn new(config: WsConfig) -> Result<WsHandler> {
+        WsHandler::builder(config).build()
+    }
+
+    /// Starts a handler with an authenticator, a subprotocol choice or hooks.
+    ///
+    /// ```
+    /// use sse_handler::BearerToken;
+    /// use sse_handler::ws::{WsConfig, WsHandler};
+    ///
+    /// let chat = WsHandler::builder(WsConfig::default())
+    ///     .authenticator(BearerToken::new("s3cret").with_token("alice-token", "alice"))
+    ///     .choose_protocol(|_request, offered| offered.iter().find(|p| *p == "chat.v1").cloned())
+    ///     .on_connect(|conn| {
+    ///         let who = conn.info().user().unwrap_or("guest").to_owned();
+    ///         let _ = conn.send(format!("welcome, {who}"));
+    ///     })
+    ///     .on_message(|conn, message| {
+    ///         let _ = conn.handler().send_all(message); // to everyone in the chat
+    ///     })
+    ///     .on_close(|info, closed| log::info!("websocket {} closed: {closed}", info.id()))
+    ///     .build()?;
+    /// # Ok::<(), sse_handler::Error>(())
+    /// ```
+    pub fn builder(config: WsConfig) -> WsHandlerBuilder {
+        WsHandlerBuilder {
+            config,
+            authenticator: Box::new(AllowAll),
+            choose_protocol: None,
+            on_connect: None,
+            on_message: None,
+            on_close: None,
+        }
+    }
+
+    /// The handler's config.
+    pub fn config(&self) -> &WsConfig {
+        &self.shared.config
+    }
+
+    /// Sends a message to every open connection; returns how many it was queued for.
+    ///
+    /// Returns at once: the message is encoded once and pushed into each connection's queue, and
+    /// written by the connections' own writer threads. A connection whose queue is already full is
+    /// dropped as a slow client, with a `warn` log.
+    ///
+    /// # Errors
+    /// [`Error::ShutDown`] after [`shutdown`](WsHandler::shutdown).
+    pub fn send_all(&self, message: impl Into<Message>) -> Result<usize> {
+        self.check_open()?;
+        let frame = Outbound::Frame(message.into().encode());
+        let result = self.shared.registry.broadcast(&frame, &self.queue_limits(), |_| true);
+        for id in result.full {
+            self.drop_slow_client(id);
+        }
+        Ok(result.queued)
+    }
+
+    /// Sends a message to one connection.
+    ///
+    /// # Errors
+    /// [`Error::UnknownConnection`] if no open connection has this id; [`Error::QueueFull`] if its queue
+    /// was full (the connection is then dropped as a slow client); [`Error::ShutDown`] after
+    /// [`shutdown`](WsHandler::shutdown).
+    pub fn send_one(&self, id: ConnectionId, message: impl Into<Message>) -> Result<()> {
+        self.check_open()?;
+        let frame = Outbound::Frame(message.into().encode());
+        match self.shared.registry.push_one(id, &frame, &self.queue_limits()) {
+            Some(Push::Queued { .. }) => Ok(()),
+            Some(Push::Full) => {
+                self.drop_slow_client(id);
+                Err(Error::QueueFull(id))
+            }
+            Some(Push::Gone) | None => Err(Error::UnknownConnection(id)),
+        }
+    }
+
+    /// Closes one connection with a close code: messages already queued for it are still written, then
+    /// the close frame; the connection ends when the client answers, or after the close timeout.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCloseCode`] for a code that may not be sent (valid: 1000–1003, 1007–1014 and
+    /// 3000–4999); [`Error::UnknownConnection`] if no open connection has this id.
+    pub fn stop_one(&self, id: ConnectionId, code: u16) -> Result<()> {
+        self.stop_one_with_reason(id, code, "")
+    }
+
+    /// As [`stop_one`](WsHandler::stop_one), with a reason text for the close frame (cut to 123 bytes at
+    /// a character boundary, the most a close frame holds).
+    ///
+    /// # Errors
+    /// As [`stop_one`](WsHandler::stop_one).
+    pub fn stop_one_with_reason(&self, id: ConnectionId, code: u16, reason: &str) -> Result<()> {
+        if !message::is_valid_close_code(code) {
+            return Err(Error::InvalidCloseCode(code));
+        }
+        let reason = message::truncate_utf8(reason, message::MAX_CLOSE_REASON).to_owned();
+        let close = Outbound::Close { frame: CloseFrame { code, reason }, cause: CloseCause::Stopped };
+        // The close frame is queued whatever the queue holds: it must not be lost to the capacity.
+        match self.shared.registry.push_one(id, &close, &QueueLimits::UNBOUNDED) {
+            Some(Push::Queued { .. }) => {}
+            _ => return Err(Error::UnknownConnection(id)),
+        }
+        self.shared.registry.remove(id, CloseReason::Stopped);
+        log::debug!("websocket {id}: stopped by the application with code {code}");
+        Ok(())
+    }
+
+    /// The ids of the open connections, in ascending order.
+    pub fn connection_ids(&self) -> Vec<ConnectionId> {
+        self.shared.registry.ids()
+    }
+
+    /// How many connections are open.
+    pub fn connection_count(&self) -> usize {
+        self.shared.registry.len()
+    }
+
+    /// What is known about one open connection.
+    pub fn connection_info(&self, id: ConnectionId) -> Option<ConnectionInfo> {
+        self.shared.registry.get(id).map(|connection| connection.info.clone())
+    }
+
+    /// How many connections have been dropped because their queue was full.
+    pub fn slow_client_drops(&self) -> usize {
+        self.shared.slow_client_drops.load(Ordering::Relaxed)
+    }
+
+    /// Sends every open connection a close frame with code 1001 (going away) after what is already
+    /// queued for it, and refuses new connections (`503`) and new messages ([`Error::ShutDown`]).
+    /// Connections end when their clients answer, or after the close timeout. Returns how many were
+    /// closed. (The built-in server's [`ServerHandle::shutdown`](crate::ServerHandle::shutdown) also
+    /// waits for their threads.)
+    pub fn shutdown(&self) -> usize {
+        let ended = {
+            let _lifecycle = self.shared.lifecycle.lock();
+            self.shared.shut_down.store(true, Ordering::SeqCst);
+            let frame = CloseFrame { code: 1001, reason: "server shutting down".into() };
+            let close = Outbound::Close { frame, cause: CloseCause::ShutDown };
+            self.shared.registry.broadcast(&close, &QueueLimits::UNBOUNDED, |_| true);
+            self.shared.registry.remove_all(CloseReason::ShutDown)
+        };
+        log::debug!("websocket handler shut down, closing {} connections", ended.len());
+        ended.len()
+    }
+
+    /// Whether [`shutdown`](WsHandler::shutdown) was called.
+    pub fn is_shut_down(&self) -> bool {
+        self.shared.shut_down.load(Ordering::SeqCst)
+    }
+
+    /// Serves one client on a socket whose request has not been read yet: reads the head (within
+    /// [`WsConfig::request_limits`]), then does what [`accept`](WsHandler::accept) does. Call it on a
+    /// thread of its own: it returns when the connection ends.
+    ///
+    /// # Errors
+    /// As [`accept`](WsHandler::accept), plus [`Error::HeadTooLarge`], [`Error::Timeout`] or
+    /// [`Error::Io`] when the head cannot be read.
+    pub fn serve(&self, stream: TcpStream) -> Result<Closed> {
+        let head = match http::read_head(&stream, &self.shared.config.request_limits) {
+            Ok(head) => head,
+            Err(err) => {
+                refuse(&stream, &err);
+                return Err(err);
+            }
+        };
+        self.accept_shared(&stream, &head.request, &head.leftover)
+    }
+
+    /// Serves a handshake request that the host server has already read, on its socket. `leftover` is
+    /// whatever the host read past the end of the request head (frames a client sent right after its
+    /// handshake); it is read before the socket. Answers `101`, runs the connection until it ends and
+    /// returns how it ended.
+    ///
+    /// # Errors
+    /// A request that is refused is answered first, then returned: [`Error::BadRequest`] for a malformed
+    /// handshake (400), [`Error::WebSocketVersion`] (426), [`Error::MethodNotAllowed`] (405),
+    /// [`Error::Rejected`] from the authenticator or for an origin that is not allowed (401, 403, ...),
+    /// [`Error::ShutDown`] (503). [`Error::Io`] when the socket cannot be set up.
+    pub fn accept(&self, stream: TcpStream, request: &Request, leftover: &[u8]) -> Result<Closed> {
+        self.accept_shared(&stream, request, leftover)
+    }
+
+    /// The life of one connection, top to bottom: check the handshake, register, start the writer (which
+    /// answers `101`), run the connect hook, read until the end, join the writer, run the close hook.
+    pub(crate) fn accept_shared(
+        &self,
+        stream: &TcpStream,
+        request: &Request,
+        leftover: &[u8],
+    ) -> Result<Closed> {
+        let shared = &*self.shared;
+        let checked = self.check(request).and_then(|checked| {
+            let writer_socket = stream.try_clone()?;
+            let reader_socket = stream.try_clone()?;
+            let _ = stream.set_nodelay(true);
+            stream.set_write_timeout(Some(shared.config.send_timeout))?;
+            // The heartbeat finds dead clients; the reader blocks until the writer ends it.
+            stream.set_read_timeout(None)?;
+            Ok((checked, writer_socket, reader_socket))
+        });
+        let ((upgrade, user, protocol), writer_socket, reader_socket) = match checked {
+            Ok(checked) => checked,
+            Err(err) => {
+                refuse(stream, &err);
+                return Err(err);
+            }
+        };
+        let (connection, receiver) = match self.register(request, user) {
+            Ok(registered) => registered,
+            Err(err) => {
+                refuse(stream, &err);
+                return Err(err);
+            }
+        };
+        let mut registration = Registration { shared, connection: &connection, closed: None };
+        let info = &connection.info;
+
+        let (control, control_receiver) = crossbeam_channel::unbounded();
+        let liveness = Arc::new(Liveness::new());
+        let config = &shared.config;
+        let writer = Writer {
+            socket: writer_socket,
+            opening: handshake::accept_head(&upgrade, protocol.as_deref(), &config.headers),
+            data: receiver,
+            control: control_receiver,
+            connection: Arc::clone(&connection),
+            liveness: Arc::clone(&liveness),
+            timing: Timing {
+                heartbeat: config.heartbeat,
+                pong_timeout: config.pong_timeout,
+                close_timeout: config.close_timeout,
+            },
+        };
+        let writer = match thread::Builder::new()
+            .name(format!("ws-write-{}", info.id))
+            .stack_size(WRITER_STACK)
+            .spawn(move || writer.run())
+        {
+            Ok(writer) => writer,
+            Err(err) => {
+                log::warn!("cannot start a websocket writer thread: {err}");
+                let _ = Response::new(503)
+                    .with_body("cannot start a connection thread\n")
+                    .write_to(&mut &*stream, false);
+                return Err(Error::Io(err));
+            }
+        };
+        log::debug!(
+            "websocket {} opened on {} for {:?} (user {:?}, protocol {:?})",
+            info.id,
+            info.path,
+            info.peer,
+            info.user,
+            protocol
+        );
+
+        let conn = WsConnection { handler: self, info, protocol: protocol.as_deref() };
+        if run_hook("connect", || shared.on_connect.as_ref().map_or((), |hook| hook(&conn))) {
+            let input =
+                BufReader::with_capacity(READ_BUFFER, Cursor::new(leftover.to_vec()).chain(reader_socket));
+            let limits = Limits { max_frame: config.max_frame_size, max_message: config.max_message_size };
+            let reader = MessageReader::new(input, Role::Server, limits);
+            connection::read_loop(reader, &control, &liveness, |message| {
+                run_hook("message", || shared.on_message.as_ref().map_or((), |hook| hook(&conn, message)))
+            });
+        } else {
+            let _ = control.send(Control::HookPanicked);
+        }
+        drop(control);
+        let closed = writer.join().unwrap_or_else(|_| Closed::abnormal(CloseCause::ClientGone));
+        registration.closed = Some(closed.clone());
+        Ok(closed)
+    }
+
+    /// The handshake checks, in order: shut down, a valid upgrade, an allowed origin, the
+    /// authenticator; then the subprotocol choice.
+    fn check(&self, request: &Request) -> Result<(Upgrade, Option<String>, Option<String>)> {
+        let shared = &*self.shared;
+        self.check_open()?;
+        let upgrade = handshake::check(request)?;
+        handshake::check_origin(request, &shared.config.origins)?;
+        let user = shared
+            .authenticator
+            .authenticate(request)
+            .map_err(|rejection| Error::Rejected(Box::new(rejection)))?;
+        let protocol = match (&shared.choose_protocol, upgrade.protocols.is_empty()) {
+            (Some(choose), false) => choose(request, &upgrade.protocols).filter(|chosen| {
+                let offered = upgrade.protocols.contains(chosen);
+                if !offered {
+                    log::warn!(
+                        "websocket: the protocol choice {chosen:?} is not among those offered; using none"
+                    );
+                }
+                offered
+            }),
+            _ => None,
+        };
+        Ok((upgrade, user, protocol))
+    }
+
+    fn register(
+        &self,
+        request: &Request,
+        user: Option<String>,
+    ) -> Result<(Arc<Connection>, crossbeam_channel::Receiver<Outbound>)> {
+        let shared = &*self.shared;
+        let info = ConnectionInfo {
+            id: ConnectionId::from(shared.next_connection.fetch_add(1, Ordering::Relaxed)),
+            peer: request.peer(),
+            path: request.path().to_owned(),
+            user,
+            since: SystemTime::now(),
+            event_types: None,
+            last_event_id: None,
+            replay: Replay::NotAsked,
+        };
+        let connection = Arc::new(Connection::new(info, None));
+        let _lifecycle = shared.lifecycle.lock();
+        self.check_open()?;
+        let receiver = shared.registry.insert(Arc::clone(&connection));
+        Ok((connection, receiver))
+    }
+
+    fn queue_limits(&self) -> QueueLimits {
+        QueueLimits {
+            messages: self.shared.config.queue_capacity,
+            bytes: usize::MAX,
+            overflow: OverflowPolicy::Disconnect,
+        }
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.is_shut_down() { Err(Error::ShutDown) } else { Ok(()) }
+    }
+
+    fn drop_slow_client(&self, id: ConnectionId) {
+        if let Some(connection) = self.shared.registry.remove(id, CloseReason::SlowClient) {
+            self.shared.slow_client_drops.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "websocket {id} ({:?}) dropped: {} messages queued and unsent",
+                connection.info.peer,
+                self.shared.config.queue_capacity
+            );
+        }
+    }
+}
+
+/// Runs an application hook; a panic is logged and reported as `false`, so that it ends this
+/// connection (with 1011) rather than its thread.
+fn run_hook(what: &str, hook: impl FnOnce()) -> bool {
+    let ok = catch_unwind(AssertUnwindSafe(hook)).is_ok();
+    if !ok {
+        log::error!("the websocket {what} hook panicked");
+    }
+    ok
+}
+
+/// Answers a refused handshake, then closes without destroying the answer.
+fn refuse(stream: &TcpStream, err: &Error) {
+    answer_error(&mut &*stream, err);
+    http::linger_close(stream);
+}
+
+/// Unregisters the connection on every way out of [`WsHandler::accept_shared`], panics included, and
+/// runs the close hook.
+struct Registration<'a> {
+    shared: &'a Shared,
+    connection: &'a Arc<Connection>,
+    closed: Option<Closed>,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        let info = &self.connection.info;
+        let closed = self.closed.take().unwrap_or_else(|| Closed::abnormal(CloseCause::ClientGone));
+        self.shared.registry.remove(info.id, CloseReason::ClientGone);
+        log::debug!("websocket {} closed: {closed}", info.id);
+        if let (Some(hook), false) = (&self.shared.on_close, thread::panicking()) {
+            run_hook("close", || hook(info, &closed));
+        }
+    }
+}

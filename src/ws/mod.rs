@@ -1,0 +1,73 @@
+//! WebSocket endpoints (RFC 6455) in the same model as the event streams: a [`WsHandler`] with the
+//! registry, authenticator and hooks of [`SseHandler`](crate::SseHandler), full duplex, a thread per
+//! connection and no async runtime. Needs the `websocket` feature.
+//!
+//! ```no_run
+//! use sse_handler::{Config, Server, SseHandler};
+//! use sse_handler::ws::{WsConfig, WsHandler};
+//!
+//! let events = SseHandler::new(Config::default())?;
+//! let chat = WsHandler::builder(WsConfig::default())
+//!     .on_message(|conn, message| {
+//!         let _ = conn.handler().send_all(message); // everyone in the chat gets it
+//!     })
+//!     .build()?;
+//! let server = Server::bind("127.0.0.1:8080")?
+//!     .stream("/events", &events)    // Server-Sent Events here
+//!     .websocket("/chat", &chat)     // WebSocket there
+//!     .spawn()?;
+//! chat.send_all("the server says hello")?;
+//! server.shutdown(); // every WebSocket client gets close 1001
+//! # Ok::<(), sse_handler::Error>(())
+//! ```
+//!
+//! # One connection
+//!
+//! The handshake is checked by our own HTTP layer, so a refused one gets an HTTP answer: `400` for a
+//! malformed request, `426` with `Sec-WebSocket-Version: 13` for another version, `401`/`403` from the
+//! authenticator, `403` for an origin the [`OriginPolicy`] does not allow, `503` after shutdown.
+//!
+//! Then two threads share the socket (`TcpStream::try_clone`):
+//!
+//! - the **reader** (the connection's own thread) blocks in `read`, joins fragments, checks every rule
+//!   of RFC 6455 §5 (masking, reserved bits, opcodes, control frames, UTF-8, size limits) and hands each
+//!   message to the `on_message` hook. It never writes: a ping, a close frame or a broken rule goes to
+//!   the writer as a control message;
+//! - the **writer** (a small thread of its own) blocks on the outbound queue and the reader's control
+//!   queue at once (`crossbeam_channel::select!`), so a message queued by `send_one` is written the
+//!   moment it is queued, and so is the pong for a ping. Every byte sent goes through it, so frames
+//!   never interleave. Its wait has a deadline, which is the only timer: the heartbeat (a ping when the
+//!   client has been silent for [`WsConfig::heartbeat`]), the pong timeout, or the close timeout.
+//!
+//! The writer owns the closing handshake and decides how the connection ended ([`Closed`]); then it
+//! shuts the socket down, which ends the reader's blocking read, and the close hook runs.
+//!
+//! **Slow clients** get the SSE side's policy: every write has the send timeout, the outbound queue is
+//! bounded by [`WsConfig::queue_capacity`], and a send that finds it full drops the client
+//! ([`CloseCause::SlowClient`]) instead of waiting or buffering without end.
+//!
+//! # Why our own framing
+//!
+//! The frame codec (`frame.rs`, `message.rs`) is a few hundred lines written for this crate rather than
+//! tungstenite's. tungstenite's `WebSocket` owns the stream for both directions and writes pongs and
+//! close replies from inside `read`, so a reader and a writer thread would both write to the socket
+//! through it; the ways around that are a lock held across a blocking read, or a polling tick, which
+//! is the latency this design exists to avoid. Split in two, the codec's read side is a plain function
+//! of the bytes that never writes, and its write side is a frame encoder; both are tested on byte
+//! slices, and the behaviour on real sockets is covered by the tests in `tests/ws_*.rs` (see
+//! `WEBSOCKET.md` for the case list). Only SHA-1 and base64, for the handshake, come from crates.
+//! permessage-deflate is not offered.
+
+pub mod client;
+mod close;
+mod config;
+mod connection;
+mod frame;
+mod handler;
+mod handshake;
+mod message;
+
+pub use close::{CloseCause, Closed};
+pub use config::{OriginPolicy, WsConfig};
+pub use handler::{WsConnection, WsHandler, WsHandlerBuilder};
+pub use message::Message;
