@@ -274,7 +274,10 @@ fn counters_follow_what_happened() {
     assert_eq!(next_event(missed.events()).data, "2");
     assert!(matches!(next_item(resumed.events()), Item::Comment(_)), "a heartbeat");
     // Counted once its write has returned, which may be just after the client read it.
-    wait_until("the heartbeat is counted", || server.handler.stats().heartbeats >= 1);
+    wait_until("the heartbeat and the replays are counted", || {
+        let stats = server.handler.stats();
+        stats.heartbeats >= 1 && stats.events_sent >= 3
+    });
     let stats = server.handler.stats();
     assert_eq!((stats.connections_opened, stats.replays_served, stats.replays_missed), (2, 1, 1));
     assert_eq!(stats.events_sent, 3, "one replayed to the first, two to the second");
