@@ -13,6 +13,9 @@ use crate::event::Event;
 use crate::registry::{CloseReason, Connection, Queued};
 use crate::stats::Counters;
 
+/// The write buffer a connection keeps between wake-ups, at most.
+const MAX_KEPT_BATCH: usize = 64 * 1024;
+
 /// What the loop needs from its handler, read afresh on every wait.
 pub(crate) trait Pacing {
     /// The current heartbeat interval (it may change while the connection runs).
@@ -103,6 +106,10 @@ pub(crate) fn run(
         if let Err(err) = write_batch(out, &batch) {
             return close_reason_for(&err);
         }
+        if batch.capacity() > MAX_KEPT_BATCH {
+            // A burst grew it; give the memory back rather than hold it for an idle stream.
+            batch = Vec::new();
+        }
         if events == 0 {
             connection.counters.heartbeats.fetch_add(1, Ordering::Relaxed);
             Counters::add(&counters.heartbeats, 1);
@@ -132,7 +139,8 @@ fn peer_has_closed(socket: &TcpStream) -> bool {
     if socket.set_nonblocking(true).is_err() {
         return false;
     }
-    let mut sink = [0u8; 1024];
+    // Small: this frame's stack pages stay resident for the life of the thread.
+    let mut sink = [0u8; 64];
     let mut closed = false;
     for _ in 0..64 {
         match (&*socket).read(&mut sink) {

@@ -1,5 +1,6 @@
 //! [`SseHandler`]: the connection registry, publishing, replay, and the opening of one stream.
 
+use std::borrow::Borrow;
 use std::io::Write;
 use std::net::TcpStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -500,7 +501,7 @@ impl SseHandler {
     pub(crate) fn accept_shared(
         &self,
         stream: Arc<TcpStream>,
-        request: &Request,
+        request: impl Borrow<Request>,
     ) -> Result<Option<CloseReason>> {
         let _ = stream.set_nodelay(true);
         stream.set_write_timeout(Some(self.shared.config.send_timeout))?;
@@ -521,13 +522,17 @@ impl SseHandler {
 
     /// The path of one stream, top to bottom: check the request, register and take the replay under
     /// the publish lock, write head + replay + welcome in one go, then run the connection loop.
+    ///
+    /// The request may be owned (the built-in server's), so that it is freed once the stream is open
+    /// rather than held for the stream's whole life.
     fn open<W: Write>(
         &self,
         mut out: W,
-        request: &Request,
+        owned_request: impl Borrow<Request>,
         socket: Option<&Arc<TcpStream>>,
     ) -> Result<Option<CloseReason>> {
         let shared = &*self.shared;
+        let request = owned_request.borrow();
         let checked = self.check_request(request);
         let user = match checked {
             Ok(Checked::Preflight) => {
@@ -579,6 +584,7 @@ impl SseHandler {
         for event in replay.iter().chain(&welcome.welcome) {
             opening.extend_from_slice(event.as_bytes());
         }
+        drop(owned_request);
         log::debug!(
             "stream {} opened on {} for {:?} (user {:?}, replay {:?})",
             info.id,

@@ -556,14 +556,18 @@ fn serve_connection(shared: &ServerShared, socket: Arc<TcpStream>) {
     };
     let _ = socket.set_write_timeout(Some(shared.config.send_timeout));
     match endpoint {
-        Endpoint::Stream(handler) => match handler.accept_shared(Arc::clone(&socket), request) {
-            Ok(Some(reason)) => log::debug!("{:?}: stream ended: {reason}", request.peer()),
-            Ok(None) => {}
-            Err(err) => {
-                log::debug!("{:?}: stream refused: {err}", request.peer());
-                http::linger_close(&socket);
+        Endpoint::Stream(handler) => {
+            let peer = request.peer();
+            // The request is handed over, to be freed once the stream is open.
+            match handler.accept_shared(Arc::clone(&socket), head.request) {
+                Ok(Some(reason)) => log::debug!("{peer:?}: stream ended: {reason}"),
+                Ok(None) => {}
+                Err(err) => {
+                    log::debug!("{peer:?}: stream refused: {err}");
+                    http::linger_close(&socket);
+                }
             }
-        },
+        }
         Endpoint::Publish { handler, authenticator } => {
             match publish(handler, authenticator.as_ref(), &socket, &head, limits) {
                 Ok(response) => write_response(&socket, &response, false),
