@@ -12,7 +12,7 @@ const PANEL_WIDTH: f64 = 440.0;
 const PANEL_HEIGHT: f64 = 300.0;
 const MARGIN_LEFT: f64 = 70.0;
 const MARGIN_TOP: f64 = 50.0;
-const GAP: f64 = 60.0;
+const GAP: f64 = 90.0;
 const MARGIN_BOTTOM: f64 = 90.0;
 
 fn color(server: ServerKind) -> &'static str {

@@ -85,6 +85,9 @@ pub struct Measurement {
     pub server_cpu_cores: Option<f64>,
     /// The load generator's own CPU over the window, in cores.
     pub loadgen_cpu_cores: Option<f64>,
+    /// CPU share of the busiest load generator thread over the window (near 1.0 would mean the load
+    /// generator set the pace).
+    pub loadgen_busiest_thread: Option<f64>,
     /// CPU used by anything else on the machine over the window, in cores: noise from other work.
     pub other_cpu_cores: Option<f64>,
     /// Server RSS before any client, in KiB.
@@ -118,17 +121,19 @@ impl Measurement {
 }
 
 /// CPU counters read at one instant.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct CpuSample {
     at: Instant,
     server: u64,
     own: u64,
     machine: MachineCpu,
+    workers_ns: Vec<u64>,
 }
 
 impl CpuSample {
-    fn now(pid: u32) -> CpuSample {
+    fn now(pid: u32, fleet: &Fleet) -> CpuSample {
         CpuSample {
+            workers_ns: fleet.worker_cpu_ns(),
             at: Instant::now(),
             server: system::process_cpu_ticks(pid).unwrap_or(0),
             own: system::own_cpu_ticks().unwrap_or(0),
@@ -183,12 +188,12 @@ pub fn run_case(server: &str, case: Case, rep: usize, target: Target, settings: 
         return m;
     }
 
-    let before = CpuSample::now(target.pid);
+    let before = CpuSample::now(target.pid, &fleet);
     let start_ns = contract::now_ns();
     let deadline = Instant::now() + settings.timeout;
     let published = publish_all(case, target.addr, settings, deadline);
     let complete = published.is_ok() && fleet.wait_delivered(deadline);
-    let after = CpuSample::now(target.pid);
+    let after = CpuSample::now(target.pid, &fleet);
     let report = fleet.finish();
     record_deliveries(&mut m, case, &report, start_ns);
     record_cpu(&mut m, &before, &after);
@@ -262,4 +267,9 @@ fn record_cpu(m: &mut Measurement, before: &CpuSample, after: &CpuSample) {
     m.server_cpu_cores = Some(cores(server));
     m.loadgen_cpu_cores = Some(cores(own));
     m.other_cpu_cores = Some(cores(machine.saturating_sub(server + own)));
+    if before.workers_ns.len() == after.workers_ns.len() {
+        let busiest =
+            before.workers_ns.iter().zip(&after.workers_ns).map(|(b, a)| a.saturating_sub(*b)).max();
+        m.loadgen_busiest_thread = busiest.map(|ns| ns as f64 / 1e9 / seconds);
+    }
 }

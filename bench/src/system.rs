@@ -92,6 +92,24 @@ fn parse_stat_cpu(stat: &str) -> io::Result<u64> {
     Ok(field(14)? + field(15)?)
 }
 
+/// The kernel's id of the calling thread (from the `/proc/thread-self` link), if it can be read.
+pub fn current_thread_id() -> Option<u32> {
+    let link = fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
+}
+
+/// Time a thread of this process has spent on a CPU, in ns (first field of its `schedstat`).
+///
+/// # Errors
+/// When the thread is gone or the file cannot be read.
+pub fn thread_cpu_ns(thread_id: u32) -> io::Result<u64> {
+    let text = fs::read_to_string(format!("/proc/self/task/{thread_id}/schedstat"))?;
+    text.split_whitespace()
+        .next()
+        .and_then(|ns| ns.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable schedstat"))
+}
+
 /// Busy and total CPU time of the whole machine, in clock ticks (the `cpu` line of `/proc/stat`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MachineCpu {
@@ -157,6 +175,8 @@ mod tests {
     fn this_process_can_be_measured() {
         assert!(rss_kib(std::process::id()).unwrap() > 0);
         own_cpu_ticks().unwrap();
+        let thread = current_thread_id().unwrap();
+        thread_cpu_ns(thread).unwrap();
         assert!(clock_ticks_per_second() > 0);
         assert!(raise_open_file_limit().unwrap() >= 64);
     }

@@ -143,7 +143,7 @@ fn run(options: &Options) -> Result<bool, String> {
     }
     let max_events = options.cases.iter().map(|case| case.events).max().unwrap_or(0);
     let total = options.cases.len() * options.reps * options.servers.len();
-    let info = RunInfo {
+    let mut info = RunInfo {
         command: std::iter::once("sse-bench".to_owned())
             .chain(std::env::args().skip(1))
             .collect::<Vec<_>>()
@@ -153,6 +153,7 @@ fn run(options: &Options) -> Result<bool, String> {
         reps: options.reps,
         size: options.settings.size,
         threads: options.settings.threads,
+        load: (load_average(), String::new()),
     };
     eprintln!("sse-bench: {total} runs; open-file limit {open_files}; servers from {}", bin_dir.display());
 
@@ -168,6 +169,7 @@ fn run(options: &Options) -> Result<bool, String> {
         }
     }
 
+    info.load.1 = load_average();
     let results = Results { servers: options.servers.clone(), cases: options.cases.clone(), measurements };
     let text = report::markdown(&results, &info);
     print!("{text}");
@@ -209,7 +211,12 @@ fn run_one(
         match RunningServer::start(&binary, &server.burst_args(max_events), Duration::from_secs(30)) {
             Ok(running) => running,
             Err(err) => {
-                return Measurement::skipped(server.name(), case, rep, format!("server did not start: {err}"));
+                return Measurement::skipped(
+                    server.name(),
+                    case,
+                    rep,
+                    format!("server did not start: {err}"),
+                );
             }
         };
     // Let the start-up (and the probe connection) settle before the baseline readings.
@@ -234,6 +241,9 @@ fn progress(m: &Measurement) -> String {
     }
     if let Some(cpu) = m.server_cpu_cores {
         line += &format!(", server CPU {cpu:.2}");
+    }
+    if let Some(busiest) = m.loadgen_busiest_thread {
+        line += &format!(", loadgen busiest thread {busiest:.2}");
     }
     if let Some(rss) = m.rss_per_conn_kib {
         line += &format!(", RSS {rss:.1} KiB/conn");
@@ -264,6 +274,12 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let year = yoe + era * 400 + i64::from(month <= 2);
     (year, month, day)
+}
+
+/// The first three fields of `/proc/loadavg`.
+fn load_average() -> String {
+    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
 /// `2 cores, <CPU model>, Linux <release>`.

@@ -47,6 +47,8 @@ struct Shared {
     delivered: AtomicU64,
     stop: AtomicBool,
     errors: Mutex<Vec<String>>,
+    /// Kernel ids of the worker threads, for their CPU time.
+    thread_ids: Mutex<Vec<u32>>,
 }
 
 impl Shared {
@@ -153,6 +155,13 @@ impl Fleet {
         wait_until(deadline, || self.delivered() >= expected)
     }
 
+    /// CPU time each worker thread has used so far, in ns: a worker near one full core during a run
+    /// would mean the load generator, not the server, set the pace.
+    pub fn worker_cpu_ns(&self) -> Vec<u64> {
+        let ids = self.shared.thread_ids.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        ids.into_iter().filter_map(|id| crate::system::thread_cpu_ns(id).ok()).collect()
+    }
+
     /// Stops the workers, closes every client and returns what they saw.
     pub fn finish(self) -> FleetReport {
         self.shared.stop.store(true, Ordering::SeqCst);
@@ -193,6 +202,9 @@ fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
 /// until told to stop.
 fn run_worker(addr: SocketAddr, count: usize, plan: &Arc<[u32]>, shared: &Shared) -> WorkerReport {
     let mut report = WorkerReport::default();
+    if let Some(id) = crate::system::current_thread_id() {
+        shared.thread_ids.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+    }
     let mut poll = match Poll::new() {
         Ok(poll) => poll,
         Err(err) => {
