@@ -403,7 +403,7 @@ fn all_runs(out: &mut String, results: &Results) {
         let seconds = |s: Option<f64>| s.map_or_else(|| "-".into(), |s| format!("{s:.3}"));
         let _ = writeln!(
             out,
-            "| {case} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {case} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} |",
             m.server,
             m.rep,
             m.status,
@@ -413,7 +413,8 @@ fn all_runs(out: &mut String, results: &Results) {
             millis(m.max_ms),
             seconds(m.window_s),
             cores(m.server_cpu_cores),
-            format!("{} ({})", cores(m.loadgen_cpu_cores), cores(m.loadgen_busiest_thread)),
+            cores(m.loadgen_cpu_cores),
+            cores(m.loadgen_busiest_thread),
             cores(m.other_cpu_cores),
             seconds(m.connect_s),
         );
