@@ -47,15 +47,25 @@ impl Results {
         (theirs > 0.0).then(|| ours / theirs)
     }
 
-    /// A note for the cell when some runs were not clean (`2/3 ok: timeout`), else `None`.
+    /// A note for the cell when some runs were not clean (`2/3 ok: timeout`) or other work took
+    /// much of the machine meanwhile (`noisy: 1.2 cores of other work`), else `None`.
     fn note(&self, server: ServerKind, case: Case) -> Option<String> {
         let runs: Vec<&Measurement> = self.runs(server, case).collect();
         let ok = runs.iter().filter(|m| m.is_ok()).count();
-        if runs.is_empty() || ok == runs.len() {
-            return None;
+        let mut notes = Vec::new();
+        if ok < runs.len() {
+            let first_bad = runs.iter().find(|m| !m.is_ok()).map_or("", |m| m.status.as_str());
+            notes.push(format!("{ok}/{} ok: {first_bad}", runs.len()));
         }
-        let first_bad = runs.iter().find(|m| !m.is_ok()).map_or("", |m| m.status.as_str());
-        Some(format!("{ok}/{} ok: {first_bad}", runs.len()))
+        // CPU readings come in 10 ms ticks: only windows of half a second or more say anything.
+        let window = self.median(server, case, |m| m.window_s);
+        let other = self.median(server, case, |m| m.other_cpu_cores);
+        if let (Some(window), Some(other)) = (window, other) {
+            if window >= NOISE_WINDOW_S && other >= NOISY_CORES {
+                notes.push(format!("noisy: {other:.1} cores of other work"));
+            }
+        }
+        (!notes.is_empty()).then(|| notes.join("; "))
     }
 
     fn cases_of(&self, kind: CaseKind) -> Vec<Case> {
@@ -170,6 +180,11 @@ fn with_note(results: &Results, server: ServerKind, case: Case, cell: String) ->
         None => cell,
     }
 }
+
+/// Other work on the machine, in cores, above which a cell is marked noisy.
+const NOISY_CORES: f64 = 0.5;
+/// The shortest window whose CPU readings are worth judging noise by, in seconds.
+const NOISE_WINDOW_S: f64 = 0.5;
 
 const SSE: ServerKind = ServerKind::SseHandler;
 const AXUM: ServerKind = ServerKind::Axum;
@@ -501,6 +516,24 @@ mod tests {
         assert_eq!(results.ratio(SSE, LIMIT, burst, metric::events_per_s), Some(0.5));
         assert_eq!(results.note(SSE, burst).as_deref(), Some("2/3 ok: timeout"));
         assert_eq!(results.note(LIMIT, burst), None);
+    }
+
+    #[test]
+    fn cells_measured_beside_much_other_work_are_marked_noisy() {
+        let case = Case::light(10, 5, 5);
+        let run = |other: f64, window: f64| Measurement {
+            server: SSE.name().into(),
+            case: Some(case),
+            status: "ok".into(),
+            other_cpu_cores: Some(other),
+            window_s: Some(window),
+            ..Measurement::default()
+        };
+        let results = |runs| Results { servers: vec![SSE], cases: vec![case], measurements: runs };
+        let noisy = results(vec![run(1.2, 1.0), run(0.9, 1.0), run(0.1, 1.0)]);
+        assert_eq!(noisy.note(SSE, case).as_deref(), Some("noisy: 0.9 cores of other work"));
+        assert_eq!(results(vec![run(0.1, 1.0)]).note(SSE, case), None);
+        assert_eq!(results(vec![run(1.5, 0.02)]).note(SSE, case), None, "too short a window to tell");
     }
 
     #[test]
