@@ -7,14 +7,23 @@ use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use crate::event::Event;
 use crate::registry::{CloseReason, Connection, Queued};
 use crate::stats::Counters;
 
-/// The write buffer a connection keeps between wake-ups, at most.
-const MAX_KEPT_BATCH: usize = 64 * 1024;
+/// How long a connection's thread waits in the channel's receive before it checks again whether the
+/// burst is over.
+const BURST_WAIT: Duration = Duration::from_millis(5);
+
+/// One write takes queued events up to about this many bytes; the rest wait for the next write, so the
+/// buffer stays small and is reused rather than grown (and faulted in) during a long burst.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// The write buffer a connection keeps between wake-ups, at most (one large event may exceed
+/// `BATCH_BYTES`).
+const MAX_KEPT_BATCH: usize = 2 * BATCH_BYTES;
 
 /// What the loop needs from its handler, read afresh on every wait.
 pub(crate) trait Pacing {
@@ -28,6 +37,17 @@ pub(crate) trait Pacing {
     fn farewell(&self) -> Event;
     /// The handler's counters.
     fn counters(&self) -> &Counters;
+    /// How to wait for the next event just now.
+    fn wait_mode(&self) -> WaitMode;
+}
+
+/// How a connection's thread waits for its queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitMode {
+    /// Park, and be woken by the next push.
+    Park,
+    /// Wait in the channel's receive (spin, yield, then sleep until a push).
+    Spin,
 }
 
 /// Runs until the stream ends and says why. Every wake-up takes everything already queued and writes it
@@ -48,8 +68,9 @@ pub(crate) fn run(
     let counters = pacing.counters();
     let end_of_life = pacing.max_lifetime().map(|lifetime| Instant::now() + lifetime);
     let mut batch = Vec::new();
+    let mut last_write = Instant::now();
     loop {
-        let mut wait = pacing.heartbeat();
+        let mut wait = pacing.heartbeat().saturating_sub(last_write.elapsed());
         if let Some(end) = end_of_life {
             let left = end.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -61,11 +82,23 @@ pub(crate) fn run(
 
         batch.clear();
         let mut events = 0u64;
-        let next = connection.park_until(wait, || match queue.try_recv() {
+        let take = || match queue.try_recv() {
             Ok(event) => Some(Ok(event)),
-            Err(TryRecvError::Disconnected) => Some(Err(TryRecvError::Disconnected)),
+            Err(TryRecvError::Disconnected) => Some(Err(())),
             Err(TryRecvError::Empty) => None,
-        });
+        };
+        let next = match pacing.wait_mode() {
+            // Light load: park at once, to be woken by the next push. No CPU spent while idle.
+            WaitMode::Park => connection.park_until(wait, take),
+            // A burst: wait in the channel's own receive, which spins and yields a little before it
+            // sleeps, so back-to-back events are taken in batches without a wake-up each.
+            WaitMode::Spin => match queue.recv_timeout(wait.min(BURST_WAIT)) {
+                Ok(event) => Some(Ok(event)),
+                Err(RecvTimeoutError::Disconnected) => Some(Err(())),
+                Err(RecvTimeoutError::Timeout) if wait > BURST_WAIT => continue,
+                Err(RecvTimeoutError::Timeout) => None,
+            },
+        };
         match next {
             Some(Ok(first)) => {
                 if connection.close_reason() == Some(&CloseReason::SlowClient) {
@@ -77,10 +110,12 @@ pub(crate) fn run(
                     let note = format!("{dropped} events dropped: this connection fell behind");
                     batch.extend_from_slice(Event::comment(note).as_bytes());
                 }
-                for event in std::iter::once(first).chain(queue.try_iter()) {
+                let mut next = Some(first);
+                while let Some(event) = next {
                     connection.taken(event.queued_size());
                     batch.extend_from_slice(event.as_bytes());
                     events += 1;
+                    next = if batch.len() < BATCH_BYTES { queue.try_recv().ok() } else { None };
                 }
             }
             None => {
@@ -106,6 +141,7 @@ pub(crate) fn run(
         if let Err(err) = write_batch(out, &batch) {
             return close_reason_for(&err);
         }
+        last_write = Instant::now();
         if batch.capacity() > MAX_KEPT_BATCH {
             // A burst grew it; give the memory back rather than hold it for an idle stream.
             batch = Vec::new();
@@ -199,6 +235,9 @@ mod tests {
         }
         fn counters(&self) -> &Counters {
             &self.counters
+        }
+        fn wait_mode(&self) -> WaitMode {
+            WaitMode::Park
         }
     }
 

@@ -184,6 +184,7 @@ pub(crate) struct QueueLimits {
 
 impl QueueLimits {
     /// No bound: for the one message that must never be refused (a close frame).
+    #[cfg(feature = "websocket")]
     pub(crate) const UNBOUNDED: QueueLimits =
         QueueLimits { messages: usize::MAX, bytes: usize::MAX, overflow: OverflowPolicy::Disconnect };
 }
@@ -289,9 +290,14 @@ impl Connection {
     /// Wakes the connection's thread if it is parked waiting for its queue.
     pub(crate) fn wake(&self) {
         fence(Ordering::SeqCst);
-        if self.parked.swap(false, Ordering::SeqCst) {
+        if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst) {
             self.thread.unpark();
         }
+    }
+
+    /// Wakes the connection's thread whatever it is doing, to see that its queue is closed.
+    pub(crate) fn wake_now(&self) {
+        self.thread.unpark();
     }
 
     pub(crate) fn close_reason(&self) -> Option<&CloseReason> {
@@ -359,7 +365,7 @@ impl<M> Entry<M> {
         let Entry { connection, sender, receiver } = self;
         drop(sender);
         drop(receiver);
-        connection.wake();
+        connection.wake_now();
         connection
     }
 }
