@@ -195,11 +195,15 @@ pub(crate) fn linger_close(mut stream: &TcpStream) {
 }
 
 /// Parses a request head from the start of `buf`: `Ok(None)` while it is incomplete (and shorter than
-/// `max_head_bytes`), else the request and the head's length.
+/// `max_head_bytes`), else the request and the head's length, which is never more than `max_head_bytes`
+/// (a longer head is [`Error::HeadTooLarge`], however much of it `buf` holds).
 pub(crate) fn parse_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Request, usize)>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len > max_head_bytes => {
+            return Err(Error::HeadTooLarge { limit: max_head_bytes });
+        }
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() >= max_head_bytes => {
             return Err(Error::HeadTooLarge { limit: max_head_bytes });
@@ -531,6 +535,13 @@ mod tests {
         assert!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
         let long = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(100));
         assert!(matches!(parse_head(long.as_bytes(), 64), Err(Error::HeadTooLarge { limit: 64 })));
+    }
+
+    #[test]
+    fn a_complete_head_over_the_limit_is_too_large_whatever_the_buffer_holds() {
+        let head = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(100));
+        assert!(matches!(parse_head(head.as_bytes(), 64), Err(Error::HeadTooLarge { limit: 64 })));
+        assert!(parse_head(head.as_bytes(), head.len()).unwrap().is_some(), "exactly at the limit");
     }
 
     #[test]
