@@ -318,8 +318,10 @@ fn read_chunked(
     let mut body = Vec::new();
     loop {
         let line = read_line(input, 1024).map_err(&body_error)?;
-        let size_text = line.split(';').next().unwrap_or("").trim();
-        if size_text.is_empty() || size_text.len() > 16 {
+        // 1*HEXDIG, then optional whitespace before extensions: no sign, no leading space, which a
+        // stricter or laxer reader in front of us could take for a different size.
+        let size_text = line.split(';').next().unwrap_or("").trim_end_matches([' ', '\t']);
+        if size_text.is_empty() || size_text.len() > 16 || !size_text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::BadRequest("invalid chunk size"));
         }
         let size =
@@ -351,7 +353,8 @@ fn read_chunked(
     }
 }
 
-/// Reads one CRLF-terminated line of at most `max` bytes (a line in the chunked framing).
+/// Reads one CRLF-terminated line of at most `max` bytes (a line in the chunked framing). A bare CR or
+/// LF in it is malformed: a reader that took it for a line end would frame the body differently.
 fn read_line(input: &mut impl Read, max: usize) -> io::Result<String> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
@@ -362,6 +365,8 @@ fn read_line(input: &mut impl Read, max: usize) -> io::Result<String> {
                 line.pop();
                 return String::from_utf8(line).map_err(|_| io::ErrorKind::InvalidData.into());
             }
+            _ if line.last() == Some(&b'\r') => return Err(io::ErrorKind::InvalidData.into()),
+            b'\n' => return Err(io::ErrorKind::InvalidData.into()),
             b => line.push(b),
         }
         if line.len() > max + 1 {
@@ -608,6 +613,29 @@ mod tests {
         assert!(matches!(body(&te, b"b\r\nabcdefghijk\r\n0\r\n\r\n", 10), Err(Error::BodyTooLarge { .. })));
         for bad in [&b"z\r\nabc\r\n0\r\n\r\n"[..], b"3\r\nabcd\r\n0\r\n\r\n", b"\r\n", b"3\r\nab"] {
             assert!(matches!(body(&te, bad, 10), Err(Error::BadRequest(_))), "{bad:?}");
+        }
+        assert_eq!(body(&te, b"3 ;x\r\nabc\r\n0\r\n\r\n", 10).unwrap(), b"abc", "space before extensions");
+    }
+
+    #[test]
+    fn chunked_framing_that_readers_could_disagree_on_is_refused() {
+        let te = [("Transfer-Encoding", "chunked")];
+        for bad in [
+            &b"+3\r\nabc\r\n0\r\n\r\n"[..],
+            b" 3\r\nabc\r\n0\r\n\r\n",
+            b"0x3\r\nabc\r\n0\r\n\r\n",
+            b"3;a\nb\r\nabc\r\n0\r\n\r\n",
+            b"3;a\rb\r\nabc\r\n0\r\n\r\n",
+            b"3\nabc\r\n0\r\n\r\n",
+            b"3\r\nabc\n0\r\n\r\n",
+            b"3\r\nabc\r\n0\r\nX: a\nb\r\n\r\n",
+        ] {
+            let answer = body(&te, bad, 10);
+            assert!(
+                matches!(answer, Err(Error::BadRequest(_))),
+                "{:?}: {answer:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let both = [("Content-Length", "3"), ("Transfer-Encoding", "chunked")];
         assert!(matches!(body(&both, b"", 10), Err(Error::BadRequest(_))));
