@@ -1,13 +1,14 @@
-//! Properties of the wire format, checked on generated inputs: whatever an event holds, the client
-//! parser reads back exactly what was encoded; the encoding is always well formed; and the parser's
-//! output does not depend on how the bytes are cut into reads.
+//! Properties checked on generated inputs: whatever an event holds, the client parser reads back
+//! exactly what was encoded; the encoding is always well formed; the parser's output does not depend
+//! on how the bytes are cut into reads; and the replay history never grows past its bounds.
 
 use std::io::{self, Read};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use sse_handler::Event;
 use sse_handler::client::{EventStream, Item, ReceivedEvent};
+use sse_handler::{Event, History, MemoryHistory};
 
 /// Pieces that strings are built from: the bytes the format cares about, text that looks like fields,
 /// and any character at all.
@@ -268,5 +269,61 @@ proptest! {
         let whole = read_all_items(&bytes[..]);
         let pieces = Pieces { bytes: &bytes, sizes, next: 0, stall, stalled: false };
         prop_assert_eq!(read_items_resuming(pieces), whole);
+    }
+
+    /// Whatever events come (of any size, with time moving on), the history never holds more events,
+    /// bytes or age than its bounds allow, and what it holds is the newest events, in order, each
+    /// a resume point for exactly the events after it.
+    #[test]
+    fn the_history_never_grows_past_its_bounds(
+        capacity in 0..12usize,
+        max_bytes in prop::option::of(20..400usize),
+        max_age_ms in prop::option::of(1..60u64),
+        steps in prop::collection::vec((0..120usize, 0..25u64), 0..40),
+    ) {
+        let start = Instant::now();
+        let now = Arc::new(Mutex::new(start));
+        let clock = Arc::clone(&now);
+        let mut history = MemoryHistory::new(capacity).with_clock(move || *clock.lock().unwrap());
+        if let Some(bytes) = max_bytes {
+            history = history.max_bytes(bytes);
+        }
+        if let Some(ms) = max_age_ms {
+            history = history.max_age(Duration::from_millis(ms));
+        }
+        let mut appended: Vec<(Instant, Event)> = Vec::new();
+        for (n, (len, advance_ms)) in steps.into_iter().enumerate() {
+            let at = {
+                let mut now = now.lock().unwrap();
+                *now += Duration::from_millis(advance_ms);
+                *now
+            };
+            let event = Event::builder().id(n.to_string()).data("d".repeat(len)).build().unwrap();
+            history.append(event.clone());
+            appended.push((at, event));
+
+            let kept = history.all();
+            prop_assert!(kept.len() <= capacity);
+            prop_assert_eq!(history.len(), kept.len());
+            let kept_bytes: usize = kept.iter().map(|e| e.as_bytes().len()).sum();
+            if let Some(max) = max_bytes {
+                prop_assert!(history.bytes() <= max && kept_bytes <= max, "{} > {}", history.bytes(), max);
+            }
+            // The newest events, in order: a suffix of what was appended, none past its age.
+            let suffix: Vec<&Event> = appended[appended.len() - kept.len()..].iter().map(|(_, e)| e).collect();
+            prop_assert_eq!(kept.iter().collect::<Vec<_>>(), suffix);
+            if let Some(ms) = max_age_ms {
+                let oldest_allowed = at.checked_sub(Duration::from_millis(ms)).unwrap_or(start);
+                let times = &appended[appended.len() - kept.len()..];
+                prop_assert!(times.iter().all(|(t, _)| *t >= oldest_allowed));
+            }
+            // The event just appended is kept whenever it fits at all.
+            let fits = capacity > 0 && max_bytes.is_none_or(|max| appended[n].1.as_bytes().len() <= max);
+            prop_assert_eq!(kept.last() == Some(&appended[n].1), fits);
+            for (i, event) in kept.iter().enumerate() {
+                let after = history.events_after(event.id().unwrap()).expect("a kept id is a resume point");
+                prop_assert_eq!(&after[..], &kept[i + 1..]);
+            }
+        }
     }
 }
