@@ -13,6 +13,11 @@ use crate::event::Event;
 use crate::registry::{CloseReason, Connection, Queued};
 use crate::stats::Counters;
 
+/// The most bytes of events gathered into one write. A backlog (a slow client's, megabytes perhaps) is
+/// written in pieces of about this size, so no connection holds a copy of it all at once; an event
+/// this large or larger is written from its shared bytes, not copied.
+pub(crate) const MAX_BATCH: usize = 64 * 1024;
+
 /// What the loop needs from its handler, read afresh on every wait.
 pub(crate) trait Pacing {
     /// The current heartbeat interval (it may change while the connection runs).
@@ -27,8 +32,9 @@ pub(crate) trait Pacing {
     fn counters(&self) -> &Counters;
 }
 
-/// Runs until the stream ends and says why. Every wake-up takes everything already queued and writes it
-/// with one `write_all` and one `flush`, so a burst costs one system call, not one per event.
+/// Runs until the stream ends and says why. Every wake-up takes what is already queued, up to
+/// [`MAX_BATCH`] bytes, and writes it with one `write_all` and one `flush`, so a burst costs one system
+/// call per piece, not one per event.
 ///
 /// `socket`, when given, is checked at each heartbeat for a client that has closed its end, so an
 /// idle stream to a vanished client is released within one heartbeat interval.
@@ -54,6 +60,7 @@ pub(crate) fn run(
         }
 
         batch.clear();
+        let mut large = None;
         let mut events = 0u64;
         match queue.recv_timeout(wait) {
             Ok(first) => {
@@ -66,10 +73,19 @@ pub(crate) fn run(
                     let note = format!("{dropped} events dropped: this connection fell behind");
                     batch.extend_from_slice(Event::comment(note).as_bytes());
                 }
-                for event in std::iter::once(first).chain(queue.try_iter()) {
+                let mut next = Some(first);
+                while let Some(event) = next.take() {
                     connection.taken(event.queued_size());
-                    batch.extend_from_slice(event.as_bytes());
                     events += 1;
+                    if event.as_bytes().len() >= MAX_BATCH {
+                        // Written after what is gathered so far, straight from its shared bytes.
+                        large = Some(event);
+                        break;
+                    }
+                    batch.extend_from_slice(event.as_bytes());
+                    if batch.len() < MAX_BATCH {
+                        next = queue.try_recv().ok();
+                    }
                 }
             }
             Err(RecvTimeoutError::Timeout) => {
@@ -92,7 +108,8 @@ pub(crate) fn run(
                 return reason;
             }
         }
-        if let Err(err) = write_batch(out, &batch) {
+        let large = large.as_ref().map_or(&[][..], Event::as_bytes);
+        if let Err(err) = write_batch(out, &batch).and_then(|()| write_batch(out, large)) {
             return close_reason_for(&err);
         }
         if events == 0 {
@@ -276,6 +293,39 @@ mod tests {
             let pacing = pacing(Duration::from_secs(60));
             assert_eq!(run(&mut Failing(kind), &queue, &connection, &pacing, None), reason);
         }
+    }
+
+    #[test]
+    fn a_backlog_is_written_in_bounded_pieces_and_a_large_event_is_not_copied() {
+        let small = "s".repeat(1000);
+        let large = "L".repeat(3 * MAX_BATCH);
+        let mut texts: Vec<&str> = vec![small.as_str(); 200];
+        texts.push(large.as_str());
+        texts.extend([small.as_str(); 10]);
+        let (registry, connection, queue) = queued(&texts);
+        registry.remove(1.into(), CloseReason::Stopped);
+        // Records the size of every write, so that no piece can be bigger than the bound.
+        struct Pieces(Vec<u8>, Vec<usize>);
+        impl Write for Pieces {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0.extend_from_slice(buf);
+                self.1.push(buf.len());
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut out = Pieces(Vec::new(), Vec::new());
+        run(&mut out, &queue, &connection, &pacing(Duration::from_secs(60)), None);
+        let expected: Vec<u8> = texts.iter().flat_map(|t| Event::data(t).as_bytes().to_vec()).collect();
+        assert_eq!(out.0[..expected.len()], expected[..], "everything, in order");
+        let large_len = Event::data(&large).as_bytes().len();
+        for &size in &out.1 {
+            assert!(size < MAX_BATCH + 1100 || size == large_len, "a write of {size} bytes");
+        }
+        assert!(out.1.len() > 3, "the backlog took several writes: {:?}", out.1);
+        assert_eq!(connection.stats().sent, 211);
     }
 
     #[test]
