@@ -53,9 +53,9 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const STACK: usize = 128 * 1024;
 /// How long the healthy clients get to catch up with the last event once publishing stops.
 const DRAIN: Duration = Duration::from_secs(60);
-/// How much RSS may stay above the warm baseline once every client has left: glibc keeps some of what
-/// the peak (hundreds of MiB with the stalled clients' batches) freed in its arenas.
-const RSS_TOLERANCE_KIB: u64 = 64 * 1024;
+/// How much RSS may stay above the warm baseline once every client has left (the allocator keeps some
+/// of what a peak freed).
+const RSS_TOLERANCE_KIB: u64 = 32 * 1024;
 /// How much RSS may grow from the first measured round to the last.
 const RSS_GROWTH_KIB: u64 = 16 * 1024;
 /// Length of the warm-up round.
