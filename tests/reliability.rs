@@ -271,6 +271,11 @@ fn counters_follow_what_happened() {
     let mut missed = subscribe(server.addr, "/events", &[("Last-Event-ID", "1")]);
     assert_eq!(next_event(missed.events()).data, "2");
     assert!(matches!(next_item(resumed.events()), Item::Comment(_)), "a heartbeat");
+    // A counter moves once its write has returned, which can be just after the client read the bytes.
+    wait_until("the writes are counted", || {
+        let stats = server.handler.stats();
+        stats.heartbeats >= 1 && stats.events_sent >= 3
+    });
     let stats = server.handler.stats();
     assert_eq!((stats.connections_opened, stats.replays_served, stats.replays_missed), (2, 1, 1));
     assert_eq!(stats.events_sent, 3, "one replayed to the first, two to the second");
