@@ -108,8 +108,11 @@ pub(crate) fn run(
                 return reason;
             }
         }
-        let large = large.as_ref().map_or(&[][..], Event::as_bytes);
-        if let Err(err) = write_batch(out, &batch).and_then(|()| write_batch(out, large)) {
+        let written = match &large {
+            Some(large) => write_batch(out, &batch).and_then(|()| write_batch(out, large.as_bytes())),
+            None => write_batch(out, &batch),
+        };
+        if let Err(err) = written {
             return close_reason_for(&err);
         }
         if events == 0 {
