@@ -752,13 +752,26 @@ mod properties {
         #![proptest_config(ProptestConfig::with_cases(128))]
 
         /// Whatever the bytes: no panic; a head is reported only within the input and the limit (and
-        /// parses the same on its own); more input is asked for only below the limit; and every
-        /// refusal is a 400 or a 431.
+        /// parses the same on its own); more input is asked for only below the limit; every refusal
+        /// is a 400 or a 431; and reading the input in pieces, as `read_head` does, ends the same way
+        /// as reading it at once.
         #[test]
         fn the_head_reader_stays_within_its_input_and_its_limit(
             bytes in request_bytes(),
             limit in 64..1024usize,
+            step in 1..64usize,
         ) {
+            let available = bytes.len().min(limit);
+            let mut seen = 0;
+            let in_pieces = loop {
+                seen = (seen + step).min(available);
+                let outcome = parse_head(&bytes[..seen], limit);
+                if !matches!(outcome, Ok(None)) || seen == available {
+                    break outcome;
+                }
+            };
+            let at_once = parse_head(&bytes[..available], limit);
+            prop_assert_eq!(format!("{:?}", in_pieces), format!("{:?}", at_once));
             match parse_head(&bytes, limit) {
                 Ok(Some((request, len))) => {
                     prop_assert!(len <= bytes.len() && len <= limit, "len {} of {} (limit {})", len, bytes.len(), limit);
