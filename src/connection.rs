@@ -16,7 +16,7 @@ use crate::stats::Counters;
 /// The most bytes of events gathered into one write. A backlog (a slow client's, megabytes perhaps) is
 /// written in pieces of about this size, so no connection holds a copy of it all at once; an event
 /// this large or larger is written from its shared bytes, not copied.
-pub(crate) const MAX_BATCH: usize = 64 * 1024;
+const MAX_BATCH: usize = 64 * 1024;
 
 /// What the loop needs from its handler, read afresh on every wait.
 pub(crate) trait Pacing {
