@@ -17,13 +17,10 @@ use crate::stats::Counters;
 /// burst is over.
 const BURST_WAIT: Duration = Duration::from_millis(5);
 
-/// One write takes queued events up to about this many bytes; the rest wait for the next write, so the
-/// buffer stays small and is reused rather than grown (and faulted in) during a long burst.
-const BATCH_BYTES: usize = 64 * 1024;
-
-/// The write buffer a connection keeps between wake-ups, at most (one large event may exceed
-/// `BATCH_BYTES`).
-const MAX_KEPT_BATCH: usize = 2 * BATCH_BYTES;
+/// The most bytes of events gathered into one write. A backlog (a slow client's, megabytes perhaps) is
+/// written in pieces of about this size, so no connection holds a copy of it all at once; an event
+/// this large or larger is written from its shared bytes, not copied.
+const MAX_BATCH: usize = 64 * 1024;
 
 /// What the loop needs from its handler, read afresh on every wait.
 pub(crate) trait Pacing {
@@ -50,11 +47,11 @@ pub(crate) enum WaitMode {
     Spin,
 }
 
-/// Runs until the stream ends and says why. Every wake-up takes everything already queued and writes it
-/// with one `write_all` and one `flush`, so a burst costs one system call, not one per event. It waits
-/// by parking the thread (woken by the publisher's push), not in the channel's own blocking receive,
-/// which spins before it sleeps: with thousands of connection threads the spinning costs more than the
-/// writing.
+/// Runs until the stream ends and says why. Every wake-up takes what is already queued, up to
+/// [`MAX_BATCH`] bytes, and writes it with one `write_all` and one `flush`, so a burst costs one system
+/// call per piece, not one per event. Under light load it waits by parking the thread (woken by the
+/// publisher's push), not in the channel's own blocking receive, which spins before it sleeps: with
+/// thousands of connection threads the spinning would cost more than the writing.
 ///
 /// `socket`, when given, is checked at each heartbeat for a client that has closed its end, so an
 /// idle stream to a vanished client is released within one heartbeat interval.
@@ -81,6 +78,7 @@ pub(crate) fn run(
         }
 
         batch.clear();
+        let mut large = None;
         let mut events = 0u64;
         let take = || match queue.try_recv() {
             Ok(event) => Some(Ok(event)),
@@ -111,11 +109,18 @@ pub(crate) fn run(
                     batch.extend_from_slice(Event::comment(note).as_bytes());
                 }
                 let mut next = Some(first);
-                while let Some(event) = next {
+                while let Some(event) = next.take() {
                     connection.taken(event.queued_size());
-                    batch.extend_from_slice(event.as_bytes());
                     events += 1;
-                    next = if batch.len() < BATCH_BYTES { queue.try_recv().ok() } else { None };
+                    if event.as_bytes().len() >= MAX_BATCH {
+                        // Written after what is gathered so far, straight from its shared bytes.
+                        large = Some(event);
+                        break;
+                    }
+                    batch.extend_from_slice(event.as_bytes());
+                    if batch.len() < MAX_BATCH {
+                        next = queue.try_recv().ok();
+                    }
                 }
             }
             None => {
@@ -138,14 +143,14 @@ pub(crate) fn run(
                 return reason;
             }
         }
-        if let Err(err) = write_batch(out, &batch) {
+        let written = match &large {
+            Some(large) => write_batch(out, &batch).and_then(|()| write_batch(out, large.as_bytes())),
+            None => write_batch(out, &batch),
+        };
+        if let Err(err) = written {
             return close_reason_for(&err);
         }
         last_write = Instant::now();
-        if batch.capacity() > MAX_KEPT_BATCH {
-            // A burst grew it; give the memory back rather than hold it for an idle stream.
-            batch = Vec::new();
-        }
         if events == 0 {
             connection.counters.heartbeats.fetch_add(1, Ordering::Relaxed);
             Counters::add(&counters.heartbeats, 1);
@@ -331,6 +336,39 @@ mod tests {
             let pacing = pacing(Duration::from_secs(60));
             assert_eq!(run(&mut Failing(kind), &queue, &connection, &pacing, None), reason);
         }
+    }
+
+    #[test]
+    fn a_backlog_is_written_in_bounded_pieces_and_a_large_event_is_not_copied() {
+        let small = "s".repeat(1000);
+        let large = "L".repeat(3 * MAX_BATCH);
+        let mut texts: Vec<&str> = vec![small.as_str(); 200];
+        texts.push(large.as_str());
+        texts.extend([small.as_str(); 10]);
+        let (registry, connection, queue) = queued(&texts);
+        registry.remove(1.into(), CloseReason::Stopped);
+        // Records the size of every write, so that no piece can be bigger than the bound.
+        struct Pieces(Vec<u8>, Vec<usize>);
+        impl Write for Pieces {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0.extend_from_slice(buf);
+                self.1.push(buf.len());
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut out = Pieces(Vec::new(), Vec::new());
+        run(&mut out, &queue, &connection, &pacing(Duration::from_secs(60)), None);
+        let expected: Vec<u8> = texts.iter().flat_map(|t| Event::data(t).as_bytes().to_vec()).collect();
+        assert_eq!(out.0[..expected.len()], expected[..], "everything, in order");
+        let large_len = Event::data(&large).as_bytes().len();
+        for &size in &out.1 {
+            assert!(size < MAX_BATCH + 1100 || size == large_len, "a write of {size} bytes");
+        }
+        assert!(out.1.len() > 3, "the backlog took several writes: {:?}", out.1);
+        assert_eq!(connection.stats().sent, 211);
     }
 
     #[test]

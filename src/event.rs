@@ -123,6 +123,12 @@ impl Event {
         &self.0.wire
     }
 
+    /// How many handles share this event (for tests that check nothing holds on to it).
+    #[cfg(test)]
+    pub(crate) fn share_count(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+
     /// The same event with an `id` put in front; used when the handler numbers events itself.
     /// The id is one the handler made (digits only), so it needs no validation.
     pub(crate) fn with_id(&self, id: String) -> Event {

@@ -637,6 +637,9 @@ impl SseHandler {
         let opening_events = (replay.len() + welcome.welcome.len()) as u64;
         connection.counters.sent.fetch_add(opening_events, Ordering::Relaxed);
         Counters::add(&shared.counters.events_sent, opening_events);
+        // Written: let them go, or every stream would keep its replay (events the history may since
+        // have dropped, and a copy of their bytes) for as long as it is open.
+        drop((opening, replay, welcome));
         let reason = connection::run(&mut out, &receiver, &connection, shared, socket.map(|s| &**s));
         Ok(Some(registration.finish(reason)))
     }
@@ -849,5 +852,37 @@ pub(crate) fn answer_error(out: &mut impl Write, err: &Error) {
         if let Err(write_err) = response.write_to(out, false) {
             log::debug!("could not write the {} answer: {write_err}", response.status());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::client;
+
+    #[test]
+    fn an_open_stream_does_not_hold_on_to_its_replay() {
+        let handler = SseHandler::new(Config::default().history_capacity(1)).unwrap();
+        let old = Event::builder().id("old").data("replayed").build().unwrap();
+        handler.send_all(old.clone()).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let serving = {
+            let handler = handler.clone();
+            std::thread::spawn(move || handler.serve(listener.accept().unwrap().0))
+        };
+        let timeout = Duration::from_secs(10);
+        let mut response =
+            client::connect(addr, "/events", &[("Last-Event-ID", "unknown")], timeout).unwrap();
+        assert_eq!(response.events().next_event().unwrap().unwrap().data, "replayed");
+        // The next event pushes the replayed one out of the one-event history.
+        handler.send_all(Event::data("live")).unwrap();
+        assert_eq!(response.events().next_event().unwrap().unwrap().data, "live");
+        assert_eq!(old.share_count(), 1, "only this test still holds the replayed event");
+        handler.shutdown();
+        assert_eq!(serving.join().unwrap().unwrap(), Some(CloseReason::ShutDown));
     }
 }

@@ -195,11 +195,15 @@ pub(crate) fn linger_close(mut stream: &TcpStream) {
 }
 
 /// Parses a request head from the start of `buf`: `Ok(None)` while it is incomplete (and shorter than
-/// `max_head_bytes`), else the request and the head's length.
+/// `max_head_bytes`), else the request and the head's length, which is never more than `max_head_bytes`
+/// (a longer head is [`Error::HeadTooLarge`], however much of it `buf` holds).
 pub(crate) fn parse_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Request, usize)>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len > max_head_bytes => {
+            return Err(Error::HeadTooLarge { limit: max_head_bytes });
+        }
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() >= max_head_bytes => {
             return Err(Error::HeadTooLarge { limit: max_head_bytes });
@@ -314,8 +318,10 @@ fn read_chunked(
     let mut body = Vec::new();
     loop {
         let line = read_line(input, 1024).map_err(&body_error)?;
-        let size_text = line.split(';').next().unwrap_or("").trim();
-        if size_text.is_empty() || size_text.len() > 16 {
+        // 1*HEXDIG, then optional whitespace before extensions: no sign, no leading space, which a
+        // stricter or laxer reader in front of us could take for a different size.
+        let size_text = line.split(';').next().unwrap_or("").trim_end_matches([' ', '\t']);
+        if size_text.is_empty() || size_text.len() > 16 || !size_text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::BadRequest("invalid chunk size"));
         }
         let size =
@@ -347,7 +353,8 @@ fn read_chunked(
     }
 }
 
-/// Reads one CRLF-terminated line of at most `max` bytes (a line in the chunked framing).
+/// Reads one CRLF-terminated line of at most `max` bytes (a line in the chunked framing). A bare CR or
+/// LF in it is malformed: a reader that took it for a line end would frame the body differently.
 fn read_line(input: &mut impl Read, max: usize) -> io::Result<String> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
@@ -358,6 +365,8 @@ fn read_line(input: &mut impl Read, max: usize) -> io::Result<String> {
                 line.pop();
                 return String::from_utf8(line).map_err(|_| io::ErrorKind::InvalidData.into());
             }
+            _ if line.last() == Some(&b'\r') => return Err(io::ErrorKind::InvalidData.into()),
+            b'\n' => return Err(io::ErrorKind::InvalidData.into()),
             b => line.push(b),
         }
         if line.len() > max + 1 {
@@ -540,6 +549,13 @@ mod tests {
     }
 
     #[test]
+    fn a_complete_head_over_the_limit_is_too_large_whatever_the_buffer_holds() {
+        let head = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(100));
+        assert!(matches!(parse_head(head.as_bytes(), 64), Err(Error::HeadTooLarge { limit: 64 })));
+        assert!(parse_head(head.as_bytes(), head.len()).unwrap().is_some(), "exactly at the limit");
+    }
+
+    #[test]
     fn malformed_heads_are_bad_requests() {
         for bytes in [
             &b"GET / HTTP/2.0\r\n\r\n"[..],
@@ -604,6 +620,29 @@ mod tests {
         for bad in [&b"z\r\nabc\r\n0\r\n\r\n"[..], b"3\r\nabcd\r\n0\r\n\r\n", b"\r\n", b"3\r\nab"] {
             assert!(matches!(body(&te, bad, 10), Err(Error::BadRequest(_))), "{bad:?}");
         }
+        assert_eq!(body(&te, b"3 ;x\r\nabc\r\n0\r\n\r\n", 10).unwrap(), b"abc", "space before extensions");
+    }
+
+    #[test]
+    fn chunked_framing_that_readers_could_disagree_on_is_refused() {
+        let te = [("Transfer-Encoding", "chunked")];
+        for bad in [
+            &b"+3\r\nabc\r\n0\r\n\r\n"[..],
+            b" 3\r\nabc\r\n0\r\n\r\n",
+            b"0x3\r\nabc\r\n0\r\n\r\n",
+            b"3;a\nb\r\nabc\r\n0\r\n\r\n",
+            b"3;a\rb\r\nabc\r\n0\r\n\r\n",
+            b"3\nabc\r\n0\r\n\r\n",
+            b"3\r\nabc\n0\r\n\r\n",
+            b"3\r\nabc\r\n0\r\nX: a\nb\r\n\r\n",
+        ] {
+            let answer = body(&te, bad, 10);
+            assert!(
+                matches!(answer, Err(Error::BadRequest(_))),
+                "{:?}: {answer:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
         let both = [("Content-Length", "3"), ("Transfer-Encoding", "chunked")];
         assert!(matches!(body(&both, b"", 10), Err(Error::BadRequest(_))));
         let gzip = [("Transfer-Encoding", "gzip")];
@@ -621,5 +660,232 @@ mod tests {
             text,
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"
         );
+    }
+}
+
+/// Properties of the request reader on generated input: it never panics, never reports more than it
+/// was given or allowed, and reads back what a well-formed request says.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Bytes that are mostly request syntax, so that generated input gets past the first line.
+    fn request_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let token = prop_oneof![
+            4 => any::<u8>().prop_map(|b| vec![b]),
+            2 => Just(b"\r\n".to_vec()),
+            1 => Just(b"\n".to_vec()),
+            1 => Just(b"\r".to_vec()),
+            1 => Just(b"\r\n\r\n".to_vec()),
+            1 => Just(b": ".to_vec()),
+            1 => Just(b" ".to_vec()),
+            1 => Just(b"\0".to_vec()),
+            1 => Just(b"Last-Event-ID".to_vec()),
+            1 => Just(b"Content-Length: 3".to_vec()),
+            1 => Just(b"Transfer-Encoding: chunked".to_vec()),
+            1 => Just(b"/events?event=a%20b".to_vec()),
+            1 => Just(b" HTTP/1.1".to_vec()),
+            1 => Just("é".as_bytes().to_vec()),
+            1 => Just(vec![b'a'; 200]),
+        ];
+        let start = prop_oneof![
+            Just(b"GET /events HTTP/1.1\r\n".to_vec()),
+            Just(b"POST /publish HTTP/1.1\r\n".to_vec()),
+            Just(Vec::new()),
+        ];
+        (start, prop::collection::vec(token, 0..48))
+            .prop_map(|(start, tokens)| [start, tokens.concat()].concat())
+    }
+
+    /// A well-formed request head, as (bytes, method, target, headers as the reader must report them).
+    fn well_formed_head() -> impl Strategy<Value = (Vec<u8>, String, String, Vec<(String, String)>)> {
+        let names = ["Host", "Last-Event-ID", "accept", "X-A", "x-Long-Name-0123456789", "Cache-Control"];
+        let value_chars = prop::sample::select(vec![' ', '\t', 'a', 'Z', '0', ':', '%', '"', '~', 'é', '✓']);
+        let value = prop::collection::vec(value_chars, 0..24).prop_map(String::from_iter);
+        let header = (prop::sample::select(names.to_vec()).prop_map(str::to_owned), value);
+        let line_end = prop_oneof![Just("\r\n"), Just("\n")];
+        ("[A-Z]{1,7}", "/[a-zA-Z0-9/?=&%._~-]{0,40}", prop::collection::vec(header, 0..MAX_HEADERS), line_end)
+            .prop_map(|(method, target, headers, line_end)| {
+                let mut head = format!("{method} {target} HTTP/1.1{line_end}");
+                for (name, value) in &headers {
+                    head.push_str(&format!("{name}:{value}{line_end}"));
+                }
+                head.push_str(line_end);
+                let expected = headers.into_iter().map(|(n, v)| (n, v.trim().to_owned())).collect();
+                (head.into_bytes(), method, target, expected)
+            })
+    }
+
+    fn chunked_request() -> Request {
+        Request::new("POST", "/publish").with_header("Transfer-Encoding", "chunked")
+    }
+
+    /// `body` in chunks of the given sizes, each size line in hex of either case (with a leading zero
+    /// or an extension now and then), then the last chunk, trailer fields and the blank line.
+    fn encode_chunked(body: &[u8], sizes: &[usize], flourish: &[u8], trailer: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rest = body;
+        let mut n = 0;
+        while !rest.is_empty() {
+            let size = sizes[n % sizes.len()].min(rest.len());
+            let style = flourish[n % flourish.len()];
+            let mut line = match style % 3 {
+                0 => format!("{size:x}"),
+                1 => format!("{size:X}"),
+                _ => format!("0{size:x}"),
+            };
+            if style % 4 == 3 {
+                line.push_str(";name=value");
+            }
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(&rest[..size]);
+            out.extend_from_slice(b"\r\n");
+            rest = &rest[size..];
+            n += 1;
+        }
+        out.extend_from_slice(b"0\r\n");
+        if trailer {
+            out.extend_from_slice(b"X-Checksum: 1\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Whatever the bytes: no panic; a head is reported only within the input and the limit (and
+        /// parses the same on its own); more input is asked for only below the limit; every refusal
+        /// is a 400 or a 431; and reading the input in pieces, as `read_head` does, ends the same way
+        /// as reading it at once.
+        #[test]
+        fn the_head_reader_stays_within_its_input_and_its_limit(
+            bytes in request_bytes(),
+            limit in 64..1024usize,
+            step in 1..64usize,
+        ) {
+            let available = bytes.len().min(limit);
+            let mut seen = 0;
+            let in_pieces = loop {
+                seen = (seen + step).min(available);
+                let outcome = parse_head(&bytes[..seen], limit);
+                if !matches!(outcome, Ok(None)) || seen == available {
+                    break outcome;
+                }
+            };
+            let at_once = parse_head(&bytes[..available], limit);
+            prop_assert_eq!(format!("{:?}", in_pieces), format!("{:?}", at_once));
+            match parse_head(&bytes, limit) {
+                Ok(Some((request, len))) => {
+                    prop_assert!(len <= bytes.len() && len <= limit, "len {} of {} (limit {})", len, bytes.len(), limit);
+                    prop_assert!(bytes[..len].ends_with(b"\n"));
+                    let alone = parse_head(&bytes[..len], limit);
+                    prop_assert!(matches!(alone, Ok(Some((ref r, l))) if *r == request && l == len));
+                }
+                Ok(None) => prop_assert!(bytes.len() < limit),
+                Err(err) => prop_assert!(
+                    matches!(err, Error::BadRequest(_) | Error::HeadTooLarge { .. }),
+                    "{:?}", err
+                ),
+            }
+        }
+
+        /// A well-formed head reads back as sent (header values trimmed), whatever follows it, or is
+        /// refused as too large when it is longer than the limit.
+        #[test]
+        fn well_formed_heads_read_back(
+            (head, method, target, headers) in well_formed_head(),
+            tail in prop::collection::vec(any::<u8>(), 0..32),
+            limit in 64..2048usize,
+        ) {
+            let bytes = [&head[..], &tail[..]].concat();
+            match parse_head(&bytes, limit) {
+                Ok(Some((request, len))) => {
+                    prop_assert!(head.len() <= limit);
+                    prop_assert_eq!(len, head.len());
+                    prop_assert_eq!(request.method(), method);
+                    prop_assert_eq!(request.target(), target);
+                    prop_assert_eq!(request.headers(), &headers[..]);
+                }
+                Err(Error::HeadTooLarge { .. }) => prop_assert!(head.len() > limit),
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
+
+        /// Whatever the framing headers and the bytes: no panic, a body never over the limit, and every
+        /// refusal a 400 or a 413.
+        #[test]
+        fn the_body_reader_stays_within_its_limit(
+            headers in prop::collection::vec(
+                prop_oneof![
+                    Just(("Content-Length", "0".to_owned())),
+                    (0..40usize).prop_map(|n| ("Content-Length", n.to_string())),
+                    "[0-9+ -]{0,4}".prop_map(|v| ("Content-Length", v)),
+                    Just(("Transfer-Encoding", "chunked".to_owned())),
+                    "[a-zA-Z, ]{0,10}".prop_map(|v| ("Transfer-Encoding", v)),
+                ],
+                0..3,
+            ),
+            input in request_bytes(),
+            max in 0..64usize,
+        ) {
+            let mut request = Request::new("POST", "/publish");
+            for (name, value) in headers {
+                request = request.with_header(name, value);
+            }
+            match read_body_from(&mut &input[..], &request, max) {
+                Ok(body) => prop_assert!(body.len() <= max),
+                Err(err) => prop_assert!(
+                    matches!(err, Error::BadRequest(_) | Error::BodyTooLarge { .. }),
+                    "{:?}", err
+                ),
+            }
+        }
+
+        /// A chunked body, however it is cut into chunks, reads back whole when within the limit (and
+        /// is refused as too large otherwise), and not a byte past its end is read.
+        #[test]
+        fn chunked_bodies_read_back_and_nothing_past_them(
+            body in prop::collection::vec(any::<u8>(), 0..200),
+            sizes in prop::collection::vec(1..64usize, 1..6),
+            flourish in prop::collection::vec(any::<u8>(), 1..6),
+            trailer in any::<bool>(),
+            tail in prop::collection::vec(any::<u8>(), 0..16),
+            max in 0..256usize,
+        ) {
+            let message = [encode_chunked(&body, &sizes, &flourish, trailer), tail.clone()].concat();
+            let mut input = &message[..];
+            match read_body_from(&mut input, &chunked_request(), max) {
+                Ok(read) => {
+                    prop_assert_eq!(read, body);
+                    prop_assert_eq!(input, &tail[..]);
+                }
+                Err(Error::BodyTooLarge { limit }) => prop_assert!(body.len() > max && limit == max),
+                Err(err) => prop_assert!(false, "{:?}", err),
+            }
+        }
+
+        /// A `Content-Length` body reads back exactly, and nothing past it is read.
+        #[test]
+        fn content_length_bodies_read_back_and_nothing_past_them(
+            body in prop::collection::vec(any::<u8>(), 0..100),
+            tail in prop::collection::vec(any::<u8>(), 0..16),
+            max in 0..128usize,
+        ) {
+            let request = Request::new("POST", "/publish").with_header("Content-Length", body.len().to_string());
+            let message = [&body[..], &tail[..]].concat();
+            let mut input = &message[..];
+            match read_body_from(&mut input, &request, max) {
+                Ok(read) => {
+                    prop_assert_eq!(read, body);
+                    prop_assert_eq!(input, &tail[..]);
+                }
+                Err(Error::BodyTooLarge { .. }) => prop_assert!(body.len() > max),
+                Err(err) => prop_assert!(false, "{:?}", err),
+            }
+        }
     }
 }

@@ -8,6 +8,9 @@ mod config;
 mod connection;
 mod error;
 mod event;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handler;
 mod history;
 mod http;
