@@ -152,3 +152,17 @@ fn replay_without_gap_or_duplicate_under_concurrency() {
         }
     }
 }
+
+#[test]
+fn history_bounds_from_the_config_reach_the_handler() {
+    // Each event encodes to the same size: "id: N\ndata: event N\n\n" for single-digit N.
+    let one = Event::builder().id("1").data("event 1").build().unwrap().as_bytes().len();
+    let server = start(Config::default().history_max_bytes(2 * one));
+    publish_numbered(&server, 5);
+    // Only the last two events fit: an older id is unknown, and everything retained is replayed.
+    let mut response = subscribe(server.addr, "/events", &[("Last-Event-ID", "1")]);
+    let replayed = [next_event(response.events()), next_event(response.events())];
+    assert_eq!(data_of(&replayed), ["event 4", "event 5"]);
+    let info = server.handler.connection_info(server.handler.connection_ids()[0]).unwrap();
+    assert_eq!(info.replay(), Replay::UnknownId { events: 2 });
+}
