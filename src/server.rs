@@ -258,11 +258,11 @@ impl Server {
         });
         // Connections over the limits are answered by one thread, in turn, through a bounded queue:
         // a flood costs one thread and a fixed amount of memory, not a thread per connection.
-        let (busy_sender, busy_queue) = crossbeam_channel::bounded::<TcpStream>(64);
+        let (busy_sender, busy_queue) = crossbeam_channel::bounded::<(TcpStream, usize)>(64);
         let busy_shared = Arc::clone(&shared);
-        let busy_thread = thread::Builder::new()
-            .name("sse-busy".into())
-            .spawn(move || busy_queue.iter().for_each(|stream| answer_busy(&busy_shared, &stream)))?;
+        let busy_thread = thread::Builder::new().name("sse-busy".into()).spawn(move || {
+            busy_queue.iter().for_each(|(stream, limit)| answer_busy(&busy_shared, &stream, limit))
+        })?;
         let listener = self.listener;
         let accept_shared = Arc::clone(&shared);
         let accept_thread = thread::Builder::new()
@@ -399,21 +399,21 @@ struct LiveConnections {
 }
 
 impl LiveConnections {
-    /// Admits a connection if it is within the limits.
-    fn admit(&mut self, number: u64, socket: &Arc<TcpStream>, config: &ServerConfig) -> bool {
+    /// Admits a connection if it is within the limits; otherwise says which limit it reached.
+    fn admit(&mut self, number: u64, socket: &Arc<TcpStream>, config: &ServerConfig) -> Result<(), usize> {
         let ip = socket.peer_addr().ok().map(|peer| peer.ip());
         if self.by_number.len() >= config.max_connections {
-            return false;
+            return Err(config.max_connections);
         }
         if let (Some(ip), Some(limit)) = (ip, config.max_connections_per_ip) {
             let count = self.per_ip.entry(ip).or_default();
             if *count >= limit {
-                return false;
+                return Err(limit);
             }
             *count += 1;
         }
         self.by_number.insert(number, Live { socket: Arc::clone(socket), ip, thread: None });
-        true
+        Ok(())
     }
 
     fn remove(&mut self, number: u64) {
@@ -477,7 +477,7 @@ fn wake_accept(addr: SocketAddr) {
     let _ = TcpStream::connect_timeout(&target, Duration::from_secs(1));
 }
 
-fn accept_loop(listener: &TcpListener, shared: &Arc<ServerShared>, busy: &Sender<TcpStream>) {
+fn accept_loop(listener: &TcpListener, shared: &Arc<ServerShared>, busy: &Sender<(TcpStream, usize)>) {
     for incoming in listener.incoming() {
         if shared.stopping.load(Ordering::SeqCst) {
             break;
@@ -493,11 +493,12 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<ServerShared>, busy: &Sender
         };
         let number = shared.next_connection.fetch_add(1, Ordering::Relaxed);
         let socket = Arc::new(stream);
-        if !shared.live.lock().admit(number, &socket, &shared.config) {
-            log::warn!("connection limit reached; turning away {:?}", socket.peer_addr().ok());
+        let admitted = shared.live.lock().admit(number, &socket, &shared.config);
+        if let Err(limit) = admitted {
+            log::warn!("connection limit ({limit}) reached; turning away {:?}", socket.peer_addr().ok());
             if let Ok(stream) = Arc::try_unwrap(socket) {
                 // A full queue means a flood: close at once rather than queue without end.
-                let _ = busy.try_send(stream);
+                let _ = busy.try_send((stream, limit));
             }
             continue;
         }
@@ -525,10 +526,9 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<ServerShared>, busy: &Sender
 }
 
 /// Answers a connection over the limits, reading its head briefly to know what it asked for.
-fn answer_busy(shared: &ServerShared, stream: &TcpStream) {
+fn answer_busy(shared: &ServerShared, stream: &TcpStream, limit: usize) {
     let limits = RequestLimits { read_timeout: Duration::from_secs(1), ..shared.config.request_limits };
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    let limit = shared.config.max_connections;
     if let Ok(head) = http::read_head(stream, &limits) {
         if let Ok(Endpoint::Stream(handler)) = shared.endpoint_for(&head.request) {
             handler.answer_busy(&mut &*stream, &head.request);
