@@ -51,6 +51,16 @@ pub struct Config {
     /// Bytes of events that may wait in one connection's queue (one event is always let in, however
     /// large). Default 4 MiB.
     pub queue_max_bytes: usize,
+    /// The longest a connection may hold events back during a burst, to write them together.
+    ///
+    /// While publishes come less than 2 ms apart, a connection's thread is not woken for every
+    /// event: it naps for about 40 µs per open connection (0.4 ms with 10 connections, 40 ms with
+    /// 1000), but no longer than this, or until the burst ends or its queue is half full, then writes
+    /// everything that came meanwhile at once. That keeps thousands of threads from waking more often
+    /// than the cores can serve. Under light load events are written as soon as they are published,
+    /// whatever this is. Default 250 ms; zero wakes the thread for every event (lowest latency in a
+    /// burst, at a CPU cost that grows with the number of connections).
+    pub max_burst_delay: Duration,
     /// What happens to a client whose queue is full. Default [`OverflowPolicy::Disconnect`]: it is
     /// dropped, reconnects and replays from the history.
     pub overflow: OverflowPolicy,
@@ -105,6 +115,7 @@ impl Default for Config {
             send_timeout: Duration::from_secs(30),
             queue_capacity: 1024,
             queue_max_bytes: 4 * 1024 * 1024,
+            max_burst_delay: Duration::from_millis(250),
             overflow: OverflowPolicy::Disconnect,
             history_capacity: 1000,
             history_max_age: None,
@@ -141,6 +152,12 @@ impl Config {
     /// Sets [`Config::send_timeout`].
     pub fn send_timeout(mut self, timeout: Duration) -> Config {
         self.send_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::max_burst_delay`].
+    pub fn max_burst_delay(mut self, delay: Duration) -> Config {
+        self.max_burst_delay = delay;
         self
     }
 

@@ -7,15 +7,11 @@ use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use crossbeam_channel::{Receiver, TryRecvError};
 
 use crate::event::Event;
 use crate::registry::{CloseReason, Connection, Queued};
 use crate::stats::Counters;
-
-/// How long a connection's thread waits in the channel's receive before it checks again whether the
-/// burst is over.
-const BURST_WAIT: Duration = Duration::from_millis(5);
 
 /// The most bytes of events gathered into one write. A backlog (a slow client's, megabytes perhaps) is
 /// written in pieces of about this size, so no connection holds a copy of it all at once; an event
@@ -43,15 +39,17 @@ pub(crate) trait Pacing {
 pub(crate) enum WaitMode {
     /// Park, and be woken by the next push.
     Park,
-    /// Wait in the channel's receive (spin, yield, then sleep until a push).
-    Spin,
+    /// A burst: nap this long (or until the burst ends) without being woken by pushes, then take
+    /// everything that came meanwhile.
+    Nap(Duration),
 }
 
 /// Runs until the stream ends and says why. Every wake-up takes what is already queued, up to
 /// [`MAX_BATCH`] bytes, and writes it with one `write_all` and one `flush`, so a burst costs one system
 /// call per piece, not one per event. Under light load it waits by parking the thread (woken by the
 /// publisher's push), not in the channel's own blocking receive, which spins before it sleeps: with
-/// thousands of connection threads the spinning would cost more than the writing.
+/// thousands of connection threads the spinning would cost more than the writing. During a burst it
+/// naps instead, unwoken by pushes, so that it takes many events per wake-up (see `burst`).
 ///
 /// `socket`, when given, is checked at each heartbeat for a client that has closed its end, so an
 /// idle stream to a vanished client is released within one heartbeat interval.
@@ -88,14 +86,15 @@ pub(crate) fn run(
         let next = match pacing.wait_mode() {
             // Light load: park at once, to be woken by the next push. No CPU spent while idle.
             WaitMode::Park => connection.park_until(wait, take),
-            // A burst: wait in the channel's own receive, which spins and yields a little before it
-            // sleeps, so back-to-back events are taken in batches without a wake-up each.
-            WaitMode::Spin => match queue.recv_timeout(wait.min(BURST_WAIT)) {
-                Ok(event) => Some(Ok(event)),
-                Err(RecvTimeoutError::Disconnected) => Some(Err(())),
-                Err(RecvTimeoutError::Timeout) if wait > BURST_WAIT => continue,
-                Err(RecvTimeoutError::Timeout) => None,
-            },
+            // A burst: let events gather, then write them together.
+            WaitMode::Nap(nap) => {
+                connection.nap(nap.min(wait), || matches!(pacing.wait_mode(), WaitMode::Nap(_)));
+                match take() {
+                    // Nothing yet, and no heartbeat due: wait again (in a nap or parked).
+                    None if last_write.elapsed() < pacing.heartbeat() => continue,
+                    next => next,
+                }
+            }
         };
         match next {
             Some(Ok(first)) => {
@@ -214,6 +213,8 @@ mod tests {
         heartbeat_event: Event,
         lifetime: Option<Duration>,
         counters: Counters,
+        /// When set, a burst is on and the loop naps this long.
+        nap: parking_lot::Mutex<Option<Duration>>,
     }
 
     fn pacing(heartbeat: Duration) -> Fixed {
@@ -222,6 +223,7 @@ mod tests {
             heartbeat_event: Event::comment("hb"),
             lifetime: None,
             counters: Counters::default(),
+            nap: parking_lot::Mutex::new(None),
         }
     }
 
@@ -242,7 +244,7 @@ mod tests {
             &self.counters
         }
         fn wait_mode(&self) -> WaitMode {
-            WaitMode::Park
+            self.nap.lock().map_or(WaitMode::Park, WaitMode::Nap)
         }
     }
 
@@ -259,16 +261,20 @@ mod tests {
         }
     }
 
+    fn limits(messages: usize) -> crate::registry::QueueLimits {
+        crate::registry::QueueLimits {
+            messages,
+            bytes: usize::MAX,
+            overflow: crate::registry::OverflowPolicy::Disconnect,
+        }
+    }
+
     /// A registered connection with `events` queued.
     fn queued(events: &[&str]) -> (Registry<Event>, std::sync::Arc<Connection>, Receiver<Event>) {
         let registry = Registry::default();
         let connection = std::sync::Arc::new(Connection::new(info(), None));
         let queue = registry.insert(std::sync::Arc::clone(&connection));
-        let limits = crate::registry::QueueLimits {
-            messages: 1000,
-            bytes: usize::MAX,
-            overflow: crate::registry::OverflowPolicy::Disconnect,
-        };
+        let limits = limits(1000);
         for text in events {
             registry.push_one(1.into(), &Event::data(text), &limits);
         }
@@ -410,5 +416,98 @@ mod tests {
             text,
             ": 2 events dropped: this connection fell behind\n\ndata: 3\n\ndata: 4\n\nretry: 3000\n\n"
         );
+    }
+
+    /// Hands every write to a channel, so a test can wait for it with a bound.
+    struct Forward(crossbeam_channel::Sender<Vec<u8>>);
+
+    impl Write for Forward {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.send(buf.to_vec()).map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Runs the loop for a connection created on its own thread (the thread a nap or park puts to
+    /// sleep), with `pacing`; returns the registry, the pacing and where the writes arrive.
+    fn spawn_loop(
+        pacing: Fixed,
+    ) -> (std::sync::Arc<Registry<Event>>, std::sync::Arc<Fixed>, crossbeam_channel::Receiver<Vec<u8>>) {
+        let registry = std::sync::Arc::new(Registry::default());
+        let pacing = std::sync::Arc::new(pacing);
+        let (writes, written) = crossbeam_channel::unbounded();
+        let (ready, registered) = crossbeam_channel::bounded(0);
+        let (thread_registry, thread_pacing) =
+            (std::sync::Arc::clone(&registry), std::sync::Arc::clone(&pacing));
+        std::thread::spawn(move || {
+            let connection = std::sync::Arc::new(Connection::new(info(), None));
+            let queue = thread_registry.insert(std::sync::Arc::clone(&connection));
+            ready.send(()).unwrap();
+            run(&mut Forward(writes), &queue, &connection, &*thread_pacing, None)
+        });
+        registered.recv().unwrap();
+        (registry, pacing, written)
+    }
+
+    /// Everything written until `expected` bytes have arrived, or what came by the deadline.
+    fn written_until(
+        written: &crossbeam_channel::Receiver<Vec<u8>>,
+        expected: usize,
+        within: Duration,
+    ) -> Vec<u8> {
+        let deadline = Instant::now() + within;
+        let mut out = Vec::new();
+        while out.len() < expected {
+            match written.recv_deadline(deadline) {
+                Ok(bytes) => out.extend(bytes),
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn under_light_load_a_push_wakes_the_thread_at_once() {
+        let (registry, _pacing, written) = spawn_loop(pacing(Duration::from_secs(60)));
+        registry.broadcast(&Event::data("now"), &limits(1000), |_| true);
+        assert_eq!(written_until(&written, 11, Duration::from_secs(10)), b"data: now\n\n");
+        registry.remove_all(CloseReason::Stopped);
+    }
+
+    #[test]
+    fn a_burst_is_held_back_and_written_at_once_when_the_burst_ends() {
+        let p = pacing(Duration::from_secs(60));
+        *p.nap.lock() = Some(Duration::from_secs(60));
+        let (registry, pacing, written) = spawn_loop(p);
+        // Let the thread settle into its nap (if it is not napping yet, it naps on its next look).
+        for text in ["1", "2", "3"] {
+            registry.broadcast(&Event::data(text), &limits(1000), |_| true);
+        }
+        let expected = b"data: 1\n\ndata: 2\n\ndata: 3\n\n";
+        // A nap of 60 s would outlast this bound; the burst's end must cut it short.
+        *pacing.nap.lock() = None;
+        registry.end_naps();
+        assert_eq!(written_until(&written, expected.len(), Duration::from_secs(10)), expected);
+        registry.remove_all(CloseReason::Stopped);
+    }
+
+    #[test]
+    fn a_nap_ends_when_the_queue_is_half_full() {
+        let p = pacing(Duration::from_secs(60));
+        *p.nap.lock() = Some(Duration::from_secs(60));
+        let (registry, _pacing, written) = spawn_loop(p);
+        // The burst stays on, so only the filling queue can wake the thread before the bound.
+        let mut expected = Vec::new();
+        for i in 0..5 {
+            let event = Event::data(i.to_string());
+            expected.extend_from_slice(event.as_bytes());
+            registry.broadcast(&event, &limits(10), |_| true);
+        }
+        let out = written_until(&written, expected.len(), Duration::from_secs(10));
+        assert_eq!(out, expected, "all five, in order, well before the nap would end");
+        registry.remove_all(CloseReason::Stopped);
     }
 }

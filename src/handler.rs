@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::Mutex;
 
 use crate::auth::{AllowAll, Authenticator};
+use crate::burst::{self, Burst};
 use crate::config::{Config, UnknownIdPolicy};
 use crate::connection::{self, Pacing, WaitMode};
 use crate::error::{Error, Result};
@@ -73,16 +74,10 @@ struct Shared {
     counters: Counters,
     /// State of the small generator behind `retry:` jitter (not for anything secret).
     jitter_state: AtomicU64,
-    /// When the last publish ended, and how long publishing was idle before the last one started, in
-    /// nanoseconds since `started`: publishes closer than `BURST_GAP_NANOS` are a burst, during which
-    /// connection threads take batches instead of being woken for every event.
-    started: Instant,
-    last_publish: AtomicU64,
-    publish_gap: AtomicU64,
+    /// Whether publishing is in a burst, during which connection threads batch instead of being woken
+    /// for every event.
+    burst: Burst,
 }
-
-/// Publishes closer together than this (2 ms) are a burst.
-const BURST_GAP_NANOS: u64 = 2_000_000;
 
 struct Publisher {
     history: Box<dyn History>,
@@ -196,9 +191,7 @@ impl HandlerBuilder {
                 queue_limits,
                 counters: Counters::default(),
                 jitter_state: AtomicU64::new(seed | 1),
-                started: Instant::now(),
-                last_publish: AtomicU64::new(0),
-                publish_gap: AtomicU64::new(u64::MAX),
+                burst: Burst::new(self.config.max_burst_delay),
                 config: self.config,
             }),
         })
@@ -247,31 +240,11 @@ impl Pacing for Shared {
     }
 
     fn wait_mode(&self) -> WaitMode {
-        let now = self.clock_nanos();
-        let last = self.last_publish.load(Ordering::Relaxed);
-        let in_burst = self.publish_gap.load(Ordering::Relaxed) < BURST_GAP_NANOS
-            && now.saturating_sub(last) < BURST_GAP_NANOS;
-        if in_burst { WaitMode::Spin } else { WaitMode::Park }
+        self.burst.nap().map_or(WaitMode::Park, WaitMode::Nap)
     }
 }
 
 impl Shared {
-    fn clock_nanos(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    /// Notes that a publish starts: how long publishing was idle since the last one ended.
-    fn note_publish_start(&self) {
-        let idle = self.clock_nanos().saturating_sub(self.last_publish.load(Ordering::Relaxed));
-        self.publish_gap.store(idle, Ordering::Relaxed);
-    }
-
-    /// Notes that a publish has ended (so the time it took, waking parked threads included, does not
-    /// count as a gap between publishes).
-    fn note_publish_end(&self) {
-        self.last_publish.store(self.clock_nanos(), Ordering::Relaxed);
-    }
-
     /// `base` plus a random part of up to `retry_jitter`.
     fn jittered(&self, base: Duration) -> Duration {
         let jitter = self.config.retry_jitter;
@@ -341,7 +314,15 @@ impl SseHandler {
     pub fn send_all(&self, event: Event) -> Result<Sent> {
         self.check_can_send(&event)?;
         let shared = &*self.shared;
-        shared.note_publish_start();
+        if shared.burst.publish_starts() {
+            burst::start_pacer(
+                Arc::downgrade(&self.shared),
+                |shared| &shared.burst,
+                |shared| {
+                    shared.registry.end_naps();
+                },
+            );
+        }
         let (event, connections, full) = {
             let mut publisher = shared.publisher.lock();
             let event = if shared.config.auto_ids && event.id().is_none() && event.has_data() {
@@ -357,7 +338,7 @@ impl SseHandler {
             let result = shared.registry.broadcast(&event, &shared.queue_limits, |info| info.wants(&event));
             (event, result.queued, result)
         };
-        shared.note_publish_end();
+        shared.burst.publish_ends(connections);
         Counters::add(&shared.counters.events_dropped, full.dropped as u64);
         for id in full.full {
             self.drop_slow_client(id);

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 mod auth;
+mod burst;
 pub mod client;
 mod config;
 mod connection;

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -240,12 +240,19 @@ pub(crate) struct Connection {
     pub(crate) socket: Option<Arc<TcpStream>>,
     finished: Mutex<bool>,
     finished_signal: Condvar,
-    /// The thread that serves the connection, and whether it is parked waiting for its queue.
-    /// Waking it with `unpark` costs one futex call and no spinning, which matters with thousands of
-    /// connection threads on a few cores.
+    /// The thread that serves the connection, and how it is waiting (`RUNNING`, `PARKED` or
+    /// `NAPPING`). Waking it with `unpark` costs one futex call and no spinning, which matters with
+    /// thousands of connection threads on a few cores.
     thread: Thread,
-    parked: AtomicBool,
+    waiting: AtomicU8,
 }
+
+/// The connection's thread is not waiting for its queue.
+const RUNNING: u8 = 0;
+/// Parked until the next push wakes it.
+const PARKED: u8 = 1;
+/// Asleep through a burst: pushes do not wake it, the end of the burst (or a filling queue) does.
+const NAPPING: u8 = 2;
 
 impl Connection {
     pub(crate) fn new(info: ConnectionInfo, socket: Option<Arc<TcpStream>>) -> Connection {
@@ -259,7 +266,7 @@ impl Connection {
             finished: Mutex::new(false),
             finished_signal: Condvar::new(),
             thread: std::thread::current(),
-            parked: AtomicBool::new(false),
+            waiting: AtomicU8::new(RUNNING),
         }
     }
 
@@ -276,21 +283,44 @@ impl Connection {
             if left.is_zero() {
                 return None;
             }
-            self.parked.store(true, Ordering::SeqCst);
+            self.waiting.store(PARKED, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             if let Some(found) = ready() {
-                self.parked.store(false, Ordering::Relaxed);
+                self.waiting.store(RUNNING, Ordering::Relaxed);
                 return Some(found);
             }
             std::thread::park_timeout(left);
-            self.parked.store(false, Ordering::Relaxed);
+            self.waiting.store(RUNNING, Ordering::Relaxed);
         }
     }
 
-    /// Wakes the connection's thread if it is parked waiting for its queue.
-    pub(crate) fn wake(&self) {
+    /// Sleeps through part of a burst: up to `timeout`, while pushes accumulate without waking the
+    /// thread. Ends early when [`end_nap`](Connection::end_nap) is called (the burst is over, or the
+    /// queue is filling up) or the queue is closed. `still_wanted` is checked after the thread
+    /// announces the nap, so that a burst ending at that moment is not slept through.
+    pub(crate) fn nap(&self, timeout: Duration, still_wanted: impl Fn() -> bool) {
+        self.waiting.store(NAPPING, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst) {
+        if still_wanted() {
+            std::thread::park_timeout(timeout);
+        }
+        self.waiting.store(RUNNING, Ordering::Relaxed);
+    }
+
+    /// Wakes the connection's thread after a push: at once if it is parked, and from a nap only when
+    /// its queue has filled to half its limits, so that a burst never overflows it.
+    pub(crate) fn wake(&self, limits: &QueueLimits) {
+        fence(Ordering::SeqCst);
+        match self.waiting.load(Ordering::SeqCst) {
+            PARKED if self.waiting.swap(RUNNING, Ordering::SeqCst) == PARKED => self.thread.unpark(),
+            NAPPING if self.is_half_full(limits) => self.end_nap(),
+            _ => {}
+        }
+    }
+
+    /// Ends the thread's nap, if it is napping.
+    pub(crate) fn end_nap(&self) {
+        if self.waiting.compare_exchange(NAPPING, RUNNING, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
             self.thread.unpark();
         }
     }
@@ -340,6 +370,11 @@ impl Connection {
     /// Ends a stuck write (or read) on the socket, if the handler owns one.
     pub(crate) fn force_close(&self) -> bool {
         self.socket.as_ref().is_some_and(|socket| socket.shutdown(Shutdown::Both).is_ok())
+    }
+
+    fn is_half_full(&self, limits: &QueueLimits) -> bool {
+        self.pending.load(Ordering::Relaxed) >= limits.messages / 2
+            || self.pending_bytes.load(Ordering::Relaxed) >= limits.bytes / 2
     }
 
     fn is_over(&self, limits: &QueueLimits, size: usize) -> bool {
@@ -456,6 +491,13 @@ impl<M: Queued> Registry<M> {
         self.entries.read().get(&id).map(|entry| push(entry, message, limits))
     }
 
+    /// Ends the nap of every connection thread napping through a burst that is over.
+    pub(crate) fn end_naps(&self) {
+        for entry in self.entries.read().values() {
+            entry.connection.end_nap();
+        }
+    }
+
     pub(crate) fn ids(&self) -> Vec<ConnectionId> {
         let mut ids: Vec<ConnectionId> = self.entries.read().keys().copied().collect();
         ids.sort_unstable();
@@ -502,7 +544,7 @@ fn push<M: Queued>(entry: &Entry<M>, message: &M, limits: &QueueLimits) -> Push 
         connection.taken(size);
         return Push::Gone;
     }
-    connection.wake();
+    connection.wake(limits);
     if dropped > 0 {
         let dropped_u64 = dropped as u64;
         connection.counters.dropped.fetch_add(dropped_u64, Ordering::Relaxed);

@@ -210,3 +210,30 @@ fn server_routes_plain_pages_too() {
     assert_eq!(status_of(&raw_exchange(handle.local_addr(), b"GET / HTTP/1.1\r\n\r\n")), 200);
     handle.shutdown();
 }
+
+#[test]
+fn a_burst_reaches_every_client_complete_and_in_order_without_dropping_any() {
+    // The connection threads batch a burst (they are not woken for every event): what they write must
+    // still be every event, in order, to every client, the last ones included.
+    const EVENTS: usize = 20_000;
+    let server = start(Config::default().queue_capacity(EVENTS).history_capacity(0));
+    let readers: Vec<_> = (0..10)
+        .map(|_| {
+            let mut events = subscribe(server.addr, "/events", &[]).into_events();
+            std::thread::spawn(move || (0..EVENTS).map(|_| next_event(&mut events).data).collect::<Vec<_>>())
+        })
+        .collect();
+    for n in 0..EVENTS {
+        assert_eq!(server.handler.send_all(Event::data(n.to_string())).unwrap().connections, 10);
+    }
+    for reader in readers {
+        let received = reader.join().expect("every event within the timeout");
+        assert!(
+            received.iter().enumerate().all(|(n, data)| *data == n.to_string()),
+            "in order, none missing"
+        );
+    }
+    let stats = server.handler.stats();
+    assert_eq!((stats.slow_client_disconnects, stats.events_dropped), (0, 0));
+    assert_eq!(server.handler.connection_count(), 10);
+}
