@@ -36,6 +36,8 @@ pub(crate) struct Burst {
     publish_ended: AtomicU64,
     active: AtomicBool,
     pacer_running: AtomicBool,
+    /// Whether a pacer thread has failed to start (warned about once, not at every publish).
+    pacer_failed: AtomicBool,
     nap_nanos: AtomicU64,
     /// The longest nap (`Config::max_burst_delay`); zero turns batching off.
     max_delay: Duration,
@@ -49,6 +51,7 @@ impl Burst {
             publish_ended: AtomicU64::new(0),
             active: AtomicBool::new(false),
             pacer_running: AtomicBool::new(false),
+            pacer_failed: AtomicBool::new(false),
             nap_nanos: AtomicU64::new(0),
             max_delay,
         }
@@ -66,7 +69,7 @@ impl Burst {
             && !self.pacer_running.swap(true, Ordering::SeqCst)
     }
 
-    /// Notes that a publish, which reached `connections` connections, has ended.
+    /// Notes that a publish has ended, with `connections` open.
     pub(crate) fn publish_ends(&self, connections: usize) {
         let nap = NAP_PER_CONNECTION.saturating_mul(u32::try_from(connections).unwrap_or(u32::MAX));
         self.nap_nanos.store(nanos(nap.min(self.max_delay)), Ordering::Relaxed);
@@ -75,9 +78,8 @@ impl Burst {
 
     /// How long a connection thread should nap now: `None` outside a burst.
     pub(crate) fn nap(&self) -> Option<Duration> {
-        self.active
-            .load(Ordering::SeqCst)
-            .then(|| Duration::from_nanos(self.nap_nanos.load(Ordering::Relaxed)))
+        let nap = Duration::from_nanos(self.nap_nanos.load(Ordering::Relaxed));
+        (self.active.load(Ordering::SeqCst) && !nap.is_zero()).then_some(nap)
     }
 
     /// Whether publishing has stopped: none in progress, and none for [`BURST_GAP`].
@@ -88,9 +90,11 @@ impl Burst {
     }
 
     /// A pacer that could not be started: no burst, so threads keep being woken by every push.
-    pub(crate) fn pacer_failed(&self) {
+    /// True the first time, to warn once.
+    fn pacer_failed(&self) -> bool {
         self.active.store(false, Ordering::SeqCst);
         self.pacer_running.store(false, Ordering::SeqCst);
+        !self.pacer_failed.swap(true, Ordering::Relaxed)
     }
 
     fn now(&self) -> u64 {
@@ -105,14 +109,19 @@ pub(crate) fn start_pacer<T: Send + Sync + 'static>(
     burst: fn(&T) -> &Burst,
     end_naps: fn(&T),
 ) {
-    let spawned = thread::Builder::new().name("sse-pacer".into()).stack_size(64 * 1024).spawn({
+    // The default stack: the pacer may be the last holder of the handler, and drop it.
+    let spawned = thread::Builder::new().name("sse-pacer".into()).spawn({
         let owner = Weak::clone(&owner);
         move || pace(&owner, burst, end_naps)
     });
     if let Err(err) = spawned {
-        log::warn!("cannot start the burst pacer thread, so bursts are not batched: {err}");
         if let Some(owner) = owner.upgrade() {
-            burst(&owner).pacer_failed();
+            if burst(&owner).pacer_failed() {
+                log::warn!("cannot start the burst pacer thread, so bursts are not batched: {err}");
+            } else {
+                log::debug!("cannot start the burst pacer thread: {err}");
+            }
+            end_naps(&owner);
         }
     }
 }
@@ -162,6 +171,8 @@ mod tests {
         assert_eq!(burst.nap(), Some(Duration::from_millis(40)));
         burst.publish_ends(5000);
         assert_eq!(burst.nap(), Some(Duration::from_millis(100)), "no longer than the maximum");
+        burst.publish_ends(0);
+        assert_eq!(burst.nap(), None, "no nap of zero, which would only spin");
     }
 
     #[test]

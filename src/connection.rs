@@ -64,6 +64,8 @@ pub(crate) fn run(
     let end_of_life = pacing.max_lifetime().map(|lifetime| Instant::now() + lifetime);
     let mut batch = Vec::new();
     let mut last_write = Instant::now();
+    // Whether the last batch stopped at its size bound, so more may be queued already.
+    let mut cut_short = false;
     loop {
         let mut wait = pacing.heartbeat().saturating_sub(last_write.elapsed());
         if let Some(end) = end_of_life {
@@ -86,9 +88,12 @@ pub(crate) fn run(
         let next = match pacing.wait_mode() {
             // Light load: park at once, to be woken by the next push. No CPU spent while idle.
             WaitMode::Park => connection.park_until(wait, take),
-            // A burst: let events gather, then write them together.
+            // A burst: let events gather, then write them together. Not with a backlog still queued,
+            // nor once the queue is closed: nothing would end such a nap early.
             WaitMode::Nap(nap) => {
-                connection.nap(nap.min(wait), || matches!(pacing.wait_mode(), WaitMode::Nap(_)));
+                if !cut_short && connection.close_reason().is_none() {
+                    connection.nap(nap.min(wait), || matches!(pacing.wait_mode(), WaitMode::Nap(_)));
+                }
                 match take() {
                     // Nothing yet, and no heartbeat due: wait again (in a nap or parked).
                     None if last_write.elapsed() < pacing.heartbeat() => continue,
@@ -121,6 +126,7 @@ pub(crate) fn run(
                         next = queue.try_recv().ok();
                     }
                 }
+                cut_short = large.is_some() || batch.len() >= MAX_BATCH;
             }
             None => {
                 if end_of_life.is_some_and(|end| Instant::now() >= end) {
@@ -482,7 +488,7 @@ mod tests {
         let p = pacing(Duration::from_secs(60));
         *p.nap.lock() = Some(Duration::from_secs(60));
         let (registry, pacing, written) = spawn_loop(p);
-        // Let the thread settle into its nap (if it is not napping yet, it naps on its next look).
+        // The thread naps as soon as it looks at its queue, whether these come before or after.
         for text in ["1", "2", "3"] {
             registry.broadcast(&Event::data(text), &limits(1000), |_| true);
         }
@@ -509,5 +515,24 @@ mod tests {
         let out = written_until(&written, expected.len(), Duration::from_secs(10));
         assert_eq!(out, expected, "all five, in order, well before the nap would end");
         registry.remove_all(CloseReason::Stopped);
+    }
+
+    #[test]
+    fn a_closed_queue_is_written_out_without_napping_between_pieces() {
+        let p = pacing(Duration::from_secs(60));
+        *p.nap.lock() = Some(Duration::from_secs(60));
+        let (registry, _pacing, written) = spawn_loop(p);
+        // A backlog of several pieces, then the queue is closed while the burst is still on: the
+        // close ends the first nap, and nothing would end a second one before the bound.
+        let text = "x".repeat(1000);
+        let mut expected = Vec::new();
+        for _ in 0..200 {
+            let event = Event::data(&text);
+            expected.extend_from_slice(event.as_bytes());
+            registry.broadcast(&event, &limits(1000), |_| true);
+        }
+        registry.remove_all(CloseReason::Stopped);
+        expected.extend_from_slice(b"retry: 3000\n\n");
+        assert_eq!(written_until(&written, expected.len(), Duration::from_secs(10)), expected);
     }
 }

@@ -79,6 +79,16 @@ struct Shared {
     burst: Burst,
 }
 
+/// Notes the end of a publish however it ends (a history that panics included), so that the burst
+/// pacer never takes a publish for still under way.
+struct PublishEnds<'a>(&'a Shared);
+
+impl Drop for PublishEnds<'_> {
+    fn drop(&mut self) {
+        self.0.burst.publish_ends(self.0.registry.len());
+    }
+}
+
 struct Publisher {
     history: Box<dyn History>,
     next_id: u64,
@@ -323,6 +333,7 @@ impl SseHandler {
                 },
             );
         }
+        let publish_ends = PublishEnds(shared);
         let (event, connections, full) = {
             let mut publisher = shared.publisher.lock();
             let event = if shared.config.auto_ids && event.id().is_none() && event.has_data() {
@@ -338,7 +349,7 @@ impl SseHandler {
             let result = shared.registry.broadcast(&event, &shared.queue_limits, |info| info.wants(&event));
             (event, result.queued, result)
         };
-        shared.burst.publish_ends(connections);
+        drop(publish_ends);
         Counters::add(&shared.counters.events_dropped, full.dropped as u64);
         for id in full.full {
             self.drop_slow_client(id);

@@ -296,8 +296,9 @@ impl Connection {
 
     /// Sleeps through part of a burst: up to `timeout`, while pushes accumulate without waking the
     /// thread. Ends early when [`end_nap`](Connection::end_nap) is called (the burst is over, or the
-    /// queue is filling up) or the queue is closed. `still_wanted` is checked after the thread
-    /// announces the nap, so that a burst ending at that moment is not slept through.
+    /// queue is filling up) or the queue is closed meanwhile (a closed queue's thread must not start
+    /// a nap: see the loop). `still_wanted` is checked after the thread announces the nap, so that a
+    /// burst ending at that moment is not slept through.
     pub(crate) fn nap(&self, timeout: Duration, still_wanted: impl Fn() -> bool) {
         self.waiting.store(NAPPING, Ordering::SeqCst);
         fence(Ordering::SeqCst);
@@ -312,7 +313,16 @@ impl Connection {
     pub(crate) fn wake(&self, limits: &QueueLimits) {
         fence(Ordering::SeqCst);
         match self.waiting.load(Ordering::SeqCst) {
-            PARKED if self.waiting.swap(RUNNING, Ordering::SeqCst) == PARKED => self.thread.unpark(),
+            // Only from PARKED: a late waker must not turn a nap that began meanwhile into RUNNING,
+            // or the end of the burst could no longer end that nap.
+            PARKED
+                if self
+                    .waiting
+                    .compare_exchange(PARKED, RUNNING, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok() =>
+            {
+                self.thread.unpark();
+            }
             NAPPING if self.is_half_full(limits) => self.end_nap(),
             _ => {}
         }
