@@ -11,9 +11,11 @@
 //! ends the naps then, so the last events of a burst do not wait out a nap.
 
 use std::sync::Weak;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use crate::registry::Wake;
 
 /// Publishes closer together than this make a burst; a burst is over once publishing has been idle
 /// this long.
@@ -78,8 +80,25 @@ impl Burst {
 
     /// How long a connection thread should nap now: `None` outside a burst.
     pub(crate) fn nap(&self) -> Option<Duration> {
-        let nap = Duration::from_nanos(self.nap_nanos.load(Ordering::Relaxed));
+        let nap = self.nap_length();
         (self.active.load(Ordering::SeqCst) && !nap.is_zero()).then_some(nap)
+    }
+
+    /// Whether the pushes of a publish that starts now wake the threads they reach: not during a
+    /// burst.
+    pub(crate) fn wake(&self) -> Wake {
+        if self.active.load(Ordering::SeqCst) { Wake::Held } else { Wake::Now }
+    }
+
+    /// Whether a publish whose pushes used `wake` must wake the sleeping threads itself: it held
+    /// their wake-ups, and the burst ended while it ran, after the pacer's last look.
+    pub(crate) fn ended_during(&self, wake: Wake) -> bool {
+        fence(Ordering::SeqCst);
+        wake == Wake::Held && !self.active.load(Ordering::SeqCst)
+    }
+
+    fn nap_length(&self) -> Duration {
+        Duration::from_nanos(self.nap_nanos.load(Ordering::Relaxed))
     }
 
     /// Whether publishing has stopped: none in progress, and none for [`BURST_GAP`].
@@ -103,16 +122,19 @@ impl Burst {
 }
 
 /// Starts the pacer of a burst that has just begun. It holds `owner` weakly (so it never keeps a
-/// handler alive), finds its [`Burst`] through `burst`, and calls `end_naps` when the burst is over.
+/// handler alive), finds its [`Burst`] through `burst`, and calls `wake_sleeping(owner, naps)`: with
+/// `naps` set when the burst is over (every sleeping thread with a reason to wake), without it once
+/// per nap length during a long burst (threads that parked before the burst, and whose wake-ups the
+/// burst holds back).
 pub(crate) fn start_pacer<T: Send + Sync + 'static>(
     owner: Weak<T>,
     burst: fn(&T) -> &Burst,
-    end_naps: fn(&T),
+    wake_sleeping: fn(&T, bool),
 ) {
     // The default stack: the pacer may be the last holder of the handler, and drop it.
     let spawned = thread::Builder::new().name("sse-pacer".into()).spawn({
         let owner = Weak::clone(&owner);
-        move || pace(&owner, burst, end_naps)
+        move || pace(&owner, burst, wake_sleeping)
     });
     if let Err(err) = spawned {
         if let Some(owner) = owner.upgrade() {
@@ -121,23 +143,29 @@ pub(crate) fn start_pacer<T: Send + Sync + 'static>(
             } else {
                 log::debug!("cannot start the burst pacer thread: {err}");
             }
-            end_naps(&owner);
+            wake_sleeping(&owner, true);
         }
     }
 }
 
-fn pace<T>(owner: &Weak<T>, burst: fn(&T) -> &Burst, end_naps: fn(&T)) {
+fn pace<T>(owner: &Weak<T>, burst: fn(&T) -> &Burst, wake_sleeping: fn(&T, bool)) {
+    let mut since_sweep = Duration::ZERO;
     loop {
         thread::sleep(BURST_GAP);
         let Some(owner) = owner.upgrade() else { return };
         let state = burst(&owner);
         if !state.is_over() {
+            since_sweep += BURST_GAP;
+            if since_sweep >= state.nap_length() {
+                since_sweep = Duration::ZERO;
+                wake_sleeping(&owner, false);
+            }
             continue;
         }
         // A thread that announces its nap after this store sees it and does not nap; one that
-        // announced it before is woken by `end_naps`.
+        // announced it before is woken by `wake_sleeping`, as is one parked with events queued.
         state.active.store(false, Ordering::SeqCst);
-        end_naps(&owner);
+        wake_sleeping(&owner, true);
         state.pacer_running.store(false, Ordering::SeqCst);
         // A burst that began after `active` was cleared found this pacer still running and started
         // none; carry on for it.
@@ -195,8 +223,10 @@ mod tests {
         start_pacer(
             std::sync::Arc::downgrade(&owner),
             |owner| &owner.0,
-            |owner| {
-                owner.1.fetch_add(1, Ordering::SeqCst);
+            |owner, naps| {
+                if naps {
+                    owner.1.fetch_add(1, Ordering::SeqCst);
+                }
             },
         );
         // Bounded wait for the pacer to see the burst end.

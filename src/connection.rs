@@ -212,7 +212,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::registry::{ConnectionInfo, Registry, Replay};
+    use crate::registry::{ConnectionInfo, Registry, Replay, Wake};
 
     struct Fixed {
         heartbeat: Duration,
@@ -478,7 +478,7 @@ mod tests {
     #[test]
     fn under_light_load_a_push_wakes_the_thread_at_once() {
         let (registry, _pacing, written) = spawn_loop(pacing(Duration::from_secs(60)));
-        registry.broadcast(&Event::data("now"), &limits(1000), |_| true);
+        registry.broadcast(&Event::data("now"), &limits(1000), Wake::Now, |_| true);
         assert_eq!(written_until(&written, 11, Duration::from_secs(10)), b"data: now\n\n");
         registry.remove_all(CloseReason::Stopped);
     }
@@ -490,12 +490,12 @@ mod tests {
         let (registry, pacing, written) = spawn_loop(p);
         // The thread naps as soon as it looks at its queue, whether these come before or after.
         for text in ["1", "2", "3"] {
-            registry.broadcast(&Event::data(text), &limits(1000), |_| true);
+            registry.broadcast(&Event::data(text), &limits(1000), Wake::Now, |_| true);
         }
         let expected = b"data: 1\n\ndata: 2\n\ndata: 3\n\n";
         // A nap of 60 s would outlast this bound; the burst's end must cut it short.
         *pacing.nap.lock() = None;
-        registry.end_naps();
+        registry.wake_sleeping(true);
         assert_eq!(written_until(&written, expected.len(), Duration::from_secs(10)), expected);
         registry.remove_all(CloseReason::Stopped);
     }
@@ -510,7 +510,7 @@ mod tests {
         for i in 0..5 {
             let event = Event::data(i.to_string());
             expected.extend_from_slice(event.as_bytes());
-            registry.broadcast(&event, &limits(10), |_| true);
+            registry.broadcast(&event, &limits(10), Wake::Now, |_| true);
         }
         let out = written_until(&written, expected.len(), Duration::from_secs(10));
         assert_eq!(out, expected, "all five, in order, well before the nap would end");
@@ -529,7 +529,7 @@ mod tests {
         for _ in 0..200 {
             let event = Event::data(&text);
             expected.extend_from_slice(event.as_bytes());
-            registry.broadcast(&event, &limits(1000), |_| true);
+            registry.broadcast(&event, &limits(1000), Wake::Now, |_| true);
         }
         registry.remove_all(CloseReason::Stopped);
         expected.extend_from_slice(b"retry: 3000\n\n");

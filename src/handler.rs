@@ -20,7 +20,7 @@ use crate::history::{History, MemoryHistory};
 use crate::http::{self, Request, Response};
 use crate::registry::{
     CloseReason, Connection, ConnectionId, ConnectionInfo, ConnectionStats, Push, QueueLimits, Registry,
-    Replay,
+    Replay, Wake,
 };
 use crate::stats::{Counters, Stats};
 
@@ -80,12 +80,17 @@ struct Shared {
 }
 
 /// Notes the end of a publish however it ends (a history that panics included), so that the burst
-/// pacer never takes a publish for still under way.
-struct PublishEnds<'a>(&'a Shared);
+/// pacer never takes a publish for still under way; and wakes the threads whose wake-ups it held if
+/// the burst ended meanwhile.
+struct PublishEnds<'a>(&'a Shared, Wake);
 
 impl Drop for PublishEnds<'_> {
     fn drop(&mut self) {
-        self.0.burst.publish_ends(self.0.registry.len());
+        let PublishEnds(shared, wake) = *self;
+        shared.burst.publish_ends(shared.registry.len());
+        if shared.burst.ended_during(wake) {
+            shared.registry.wake_sleeping(true);
+        }
     }
 }
 
@@ -328,12 +333,11 @@ impl SseHandler {
             burst::start_pacer(
                 Arc::downgrade(&self.shared),
                 |shared| &shared.burst,
-                |shared| {
-                    shared.registry.end_naps();
-                },
+                |shared, naps| shared.registry.wake_sleeping(naps),
             );
         }
-        let publish_ends = PublishEnds(shared);
+        let wake = shared.burst.wake();
+        let publish_ends = PublishEnds(shared, wake);
         let (event, connections, full) = {
             let mut publisher = shared.publisher.lock();
             let event = if shared.config.auto_ids && event.id().is_none() && event.has_data() {
@@ -346,7 +350,8 @@ impl SseHandler {
             if event.has_data() || event.id().is_some() {
                 publisher.history.append(event.clone());
             }
-            let result = shared.registry.broadcast(&event, &shared.queue_limits, |info| info.wants(&event));
+            let result =
+                shared.registry.broadcast(&event, &shared.queue_limits, wake, |info| info.wants(&event));
             (event, result.queued, result)
         };
         drop(publish_ends);

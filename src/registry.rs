@@ -308,29 +308,35 @@ impl Connection {
         self.waiting.store(RUNNING, Ordering::Relaxed);
     }
 
-    /// Wakes the connection's thread after a push: at once if it is parked, and from a nap only when
-    /// its queue has filled to half its limits, so that a burst never overflows it.
-    pub(crate) fn wake(&self, limits: &QueueLimits) {
+    /// Wakes the connection's thread after a push, if it sleeps and should wake: a parked thread at
+    /// once unless `wake` is [`Wake::Held`] (a burst); a thread in a burst's nap, or parked with its
+    /// wake-up held, only when its queue has filled to half its limits, so that a burst never
+    /// overflows it.
+    pub(crate) fn wake(&self, limits: &QueueLimits, wake: Wake) {
         fence(Ordering::SeqCst);
-        match self.waiting.load(Ordering::SeqCst) {
-            // Only from PARKED: a late waker must not turn a nap that began meanwhile into RUNNING,
-            // or the end of the burst could no longer end that nap.
-            PARKED
-                if self
-                    .waiting
-                    .compare_exchange(PARKED, RUNNING, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_ok() =>
-            {
-                self.thread.unpark();
-            }
-            NAPPING if self.is_half_full(limits) => self.end_nap(),
-            _ => {}
+        let state = self.waiting.load(Ordering::SeqCst);
+        let due = match state {
+            PARKED => wake == Wake::Now || self.is_half_full(limits),
+            NAPPING => self.is_half_full(limits),
+            _ => false,
+        };
+        // Only from the state seen: a late waker must not turn a nap that began meanwhile into
+        // RUNNING, or the end of the burst could no longer end that nap.
+        if due && self.waiting.compare_exchange(state, RUNNING, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            self.thread.unpark();
         }
     }
 
-    /// Ends the thread's nap, if it is napping.
-    pub(crate) fn end_nap(&self) {
-        if self.waiting.compare_exchange(NAPPING, RUNNING, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+    /// Wakes the thread if it sleeps with a reason to wake: in a nap (when `naps` is set), or parked
+    /// with events queued whose wake-ups a burst held back.
+    pub(crate) fn wake_sleeping(&self, naps: bool) {
+        let state = self.waiting.load(Ordering::SeqCst);
+        let due = match state {
+            NAPPING => naps,
+            PARKED => self.pending.load(Ordering::SeqCst) > 0,
+            _ => false,
+        };
+        if due && self.waiting.compare_exchange(state, RUNNING, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
             self.thread.unpark();
         }
     }
@@ -415,6 +421,15 @@ impl<M> Entry<M> {
     }
 }
 
+/// Whether a push wakes a parked connection thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// At once: light load, where latency counts.
+    Now,
+    /// Not until the burst ends (or the queue is half full): the thread takes many events at once.
+    Held,
+}
+
 /// Result of pushing a message into one connection's queue.
 pub(crate) enum Push {
     /// Queued, after dropping this many older messages to make room.
@@ -478,6 +493,7 @@ impl<M: Queued> Registry<M> {
         &self,
         message: &M,
         limits: &QueueLimits,
+        wake: Wake,
         wanted: impl Fn(&ConnectionInfo) -> bool,
     ) -> Broadcast {
         let mut result = Broadcast::default();
@@ -485,7 +501,7 @@ impl<M: Queued> Registry<M> {
             if !wanted(&entry.connection.info) {
                 continue;
             }
-            match push(entry, message, limits) {
+            match push(entry, message, limits, wake) {
                 Push::Queued { dropped } => {
                     result.queued += 1;
                     result.dropped += dropped;
@@ -498,13 +514,16 @@ impl<M: Queued> Registry<M> {
     }
 
     pub(crate) fn push_one(&self, id: ConnectionId, message: &M, limits: &QueueLimits) -> Option<Push> {
-        self.entries.read().get(&id).map(|entry| push(entry, message, limits))
+        self.entries.read().get(&id).map(|entry| push(entry, message, limits, Wake::Now))
     }
 
-    /// Ends the nap of every connection thread napping through a burst that is over.
-    pub(crate) fn end_naps(&self) {
+    /// Wakes every connection thread that sleeps with a reason to wake (see
+    /// [`Connection::wake_sleeping`]): at the end of a burst, or (without ending naps) now and then
+    /// during a long one, for threads that parked before it began.
+    pub(crate) fn wake_sleeping(&self, naps: bool) {
+        fence(Ordering::SeqCst);
         for entry in self.entries.read().values() {
-            entry.connection.end_nap();
+            entry.connection.wake_sleeping(naps);
         }
     }
 
@@ -531,7 +550,7 @@ pub(crate) struct Broadcast {
     pub(crate) full: Vec<ConnectionId>,
 }
 
-fn push<M: Queued>(entry: &Entry<M>, message: &M, limits: &QueueLimits) -> Push {
+fn push<M: Queued>(entry: &Entry<M>, message: &M, limits: &QueueLimits, wake: Wake) -> Push {
     let connection = &entry.connection;
     let size = message.queued_size();
     let mut dropped = 0;
@@ -554,7 +573,7 @@ fn push<M: Queued>(entry: &Entry<M>, message: &M, limits: &QueueLimits) -> Push 
         connection.taken(size);
         return Push::Gone;
     }
-    connection.wake(limits);
+    connection.wake(limits, wake);
     if dropped > 0 {
         let dropped_u64 = dropped as u64;
         connection.counters.dropped.fetch_add(dropped_u64, Ordering::Relaxed);
