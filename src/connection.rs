@@ -535,4 +535,20 @@ mod tests {
         expected.extend_from_slice(b"retry: 3000\n\n");
         assert_eq!(written_until(&written, expected.len(), Duration::from_secs(10)), expected);
     }
+
+    #[test]
+    fn a_thread_parked_before_a_burst_gets_the_events_whose_wake_ups_it_held() {
+        // Parked under light load (the heartbeat is a minute away); then a burst's pushes hold back
+        // the wake-up, and only the pacer's sweep at the burst's end can wake it before the bound.
+        let (registry, _pacing, written) = spawn_loop(pacing(Duration::from_secs(60)));
+        let mut expected = Vec::new();
+        for text in ["1", "2", "3"] {
+            let event = Event::data(text);
+            expected.extend_from_slice(event.as_bytes());
+            registry.broadcast(&event, &limits(1000), Wake::Held, |_| true);
+        }
+        registry.wake_sleeping(false);
+        assert_eq!(written_until(&written, expected.len(), Duration::from_secs(10)), expected);
+        registry.remove_all(CloseReason::Stopped);
+    }
 }
