@@ -212,7 +212,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::registry::{ConnectionInfo, Registry, Replay, Wake};
+    use crate::registry::{ConnectionInfo, Queue, Registry, Replay, Wake};
 
     struct Fixed {
         heartbeat: Duration,
@@ -279,7 +279,7 @@ mod tests {
     fn queued(events: &[&str]) -> (Registry<Event>, std::sync::Arc<Connection>, Receiver<Event>) {
         let registry = Registry::default();
         let connection = std::sync::Arc::new(Connection::new(info(), None));
-        let queue = registry.insert(std::sync::Arc::clone(&connection));
+        let queue = registry.insert(std::sync::Arc::clone(&connection), Queue::new());
         let limits = limits(1000);
         for text in events {
             registry.push_one(1.into(), &Event::data(text), &limits);
@@ -450,7 +450,7 @@ mod tests {
             (std::sync::Arc::clone(&registry), std::sync::Arc::clone(&pacing));
         std::thread::spawn(move || {
             let connection = std::sync::Arc::new(Connection::new(info(), None));
-            let queue = thread_registry.insert(std::sync::Arc::clone(&connection));
+            let queue = thread_registry.insert(std::sync::Arc::clone(&connection), Queue::new());
             ready.send(()).unwrap();
             run(&mut Forward(writes), &queue, &connection, &*thread_pacing, None)
         });

@@ -19,8 +19,8 @@ use crate::event::Event;
 use crate::history::{History, MemoryHistory};
 use crate::http::{self, Request, Response};
 use crate::registry::{
-    CloseReason, Connection, ConnectionId, ConnectionInfo, ConnectionStats, Push, QueueLimits, Registry,
-    Replay, Wake,
+    CloseReason, Connection, ConnectionId, ConnectionInfo, ConnectionStats, Push, Queue, QueueLimits,
+    Registry, Replay, Wake,
 };
 use crate::stats::{Counters, Stats};
 
@@ -580,6 +580,8 @@ impl SseHandler {
                 return Err(err);
             }
         };
+        // Made here, high on the stack, not at the bottom of `register` (see `Queue`).
+        let queue = Queue::new();
         let last_event_id = request
             .header("last-event-id")
             .map(str::to_owned)
@@ -587,7 +589,7 @@ impl SseHandler {
             .filter(|id| !id.is_empty());
 
         let (receiver, connection, replay) =
-            match self.register(request, user, last_event_id, socket.cloned()) {
+            match self.register(request, user, last_event_id, socket.cloned(), queue) {
                 Ok(registered) => registered,
                 Err(err) => {
                     answer_error(&mut out, &err);
@@ -673,6 +675,7 @@ impl SseHandler {
         user: Option<String>,
         last_event_id: Option<String>,
         socket: Option<Arc<TcpStream>>,
+        queue: Queue<Event>,
     ) -> Result<(crossbeam_channel::Receiver<Event>, Arc<Connection>, Vec<Event>)> {
         let shared = &*self.shared;
         let event_types: Vec<String> = request.query_values("event").collect();
@@ -707,7 +710,7 @@ impl SseHandler {
             Counters::add(counter, 1);
         }
         let connection = Arc::new(Connection::new(info, socket));
-        let receiver = shared.registry.insert(Arc::clone(&connection));
+        let receiver = shared.registry.insert(Arc::clone(&connection), queue);
         drop(publisher);
         Counters::add(&shared.counters.connections_opened, 1);
         Ok((receiver, connection, replay))

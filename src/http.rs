@@ -139,11 +139,16 @@ pub(crate) struct ReadHead {
 /// total (not per read, so a client trickling one byte at a time is cut off all the same).
 pub(crate) fn read_head(stream: &TcpStream, limits: &RequestLimits) -> Result<ReadHead> {
     let deadline = Instant::now() + limits.read_timeout;
+    // Read straight into the heap buffer: a stack buffer here would keep its pages resident for the
+    // life of a stream's thread.
     let mut buf = Vec::with_capacity(1024.min(limits.max_head_bytes));
-    let mut chunk = [0u8; 1024];
     loop {
-        let room = (limits.max_head_bytes - buf.len()).min(chunk.len());
-        let n = read_before(stream, &mut chunk[..room], deadline)?;
+        let filled = buf.len();
+        let room = (limits.max_head_bytes - filled).min(1024);
+        buf.resize(filled + room, 0);
+        let read = read_before(stream, &mut buf[filled..], deadline);
+        buf.truncate(filled + read.as_ref().map_or(0, |&n| n));
+        let n = read?;
         if n == 0 {
             return Err(if buf.is_empty() {
                 Error::Io(io::ErrorKind::UnexpectedEof.into())
@@ -151,7 +156,6 @@ pub(crate) fn read_head(stream: &TcpStream, limits: &RequestLimits) -> Result<Re
                 Error::BadRequest("the connection closed in the middle of the request head")
             });
         }
-        buf.extend_from_slice(&chunk[..n]);
         if let Some((mut request, len)) = parse_head(&buf, limits.max_head_bytes)? {
             request.peer = stream.peer_addr().ok();
             return Ok(ReadHead { request, leftover: buf.split_off(len), deadline });
@@ -198,7 +202,8 @@ pub(crate) fn linger_close(mut stream: &TcpStream) {
 /// `max_head_bytes`), else the request and the head's length, which is never more than `max_head_bytes`
 /// (a longer head is [`Error::HeadTooLarge`], however much of it `buf` holds).
 pub(crate) fn parse_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Request, usize)>> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    // On the heap, for the same reason as the head's buffer (this is 2 KiB).
+    let mut headers = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let len = match parsed.parse(buf) {
         Ok(httparse::Status::Complete(len)) if len > max_head_bytes => {

@@ -22,8 +22,8 @@ use crate::error::{Error, Result};
 use crate::handler::answer_error;
 use crate::http::{self, Request, Response};
 use crate::registry::{
-    CloseReason, Connection, ConnectionId, ConnectionInfo, OverflowPolicy, Push, QueueLimits, Registry,
-    Replay, Wake,
+    CloseReason, Connection, ConnectionId, ConnectionInfo, OverflowPolicy, Push, Queue, QueueLimits,
+    Registry, Replay, Wake,
 };
 
 type ConnectHook = Box<dyn Fn(&WsConnection<'_>) + Send + Sync>;
@@ -540,7 +540,7 @@ impl WsHandler {
         let connection = Arc::new(Connection::new(info, None));
         let _lifecycle = shared.lifecycle.lock();
         self.check_open()?;
-        let receiver = shared.registry.insert(Arc::clone(&connection));
+        let receiver = shared.registry.insert(Arc::clone(&connection), Queue::new());
         Ok((connection, receiver))
     }
 
