@@ -8,7 +8,8 @@
 //! together than [`BURST_GAP`], connection threads nap instead of parking: pushes do not wake them,
 //! and each one wakes after its nap (or when its queue is half full) and writes everything that came
 //! meanwhile at once. A pacer thread, alive only during bursts, notices when publishing stops and
-//! ends the naps then, so the last events of a burst do not wait out a nap.
+//! ends the naps then (within about a millisecond of the last publish of a back-to-back burst), so
+//! the last events of a burst do not wait out a nap.
 
 use std::sync::Weak;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
@@ -20,6 +21,12 @@ use crate::registry::Wake;
 /// Publishes closer together than this make a burst; a burst is over once publishing has been idle
 /// this long.
 pub(crate) const BURST_GAP: Duration = Duration::from_millis(2);
+
+/// How often the pacer looks whether a burst is over, and the shortest idle time that ends one. A
+/// burst of back-to-back publishes is over once publishing has been idle for this long or four
+/// times its last gap between publishes, whichever is longer (and never longer than
+/// [`BURST_GAP`]), so that its tail is not held back for long.
+const PACER_TICK: Duration = Duration::from_micros(250);
 
 /// How long a connection thread naps during a burst, per open connection. A thread's wake-up and
 /// write cost about 20 µs of CPU on a small machine, so at 40 µs per connection the threads' own
@@ -33,9 +40,10 @@ const NAP_PER_CONNECTION: Duration = Duration::from_micros(40);
 pub(crate) struct Burst {
     /// The time base of the nanosecond stamps below.
     epoch: Instant,
-    /// When the last publish started and ended (0: never).
+    /// When the last publish started and ended (0: never), and the idle time before it started.
     publish_started: AtomicU64,
     publish_ended: AtomicU64,
+    last_gap: AtomicU64,
     active: AtomicBool,
     pacer_running: AtomicBool,
     /// Whether a pacer thread has failed to start (warned about once, not at every publish).
@@ -51,6 +59,7 @@ impl Burst {
             epoch: Instant::now(),
             publish_started: AtomicU64::new(0),
             publish_ended: AtomicU64::new(0),
+            last_gap: AtomicU64::new(u64::MAX),
             active: AtomicBool::new(false),
             pacer_running: AtomicBool::new(false),
             pacer_failed: AtomicBool::new(false),
@@ -64,7 +73,9 @@ impl Burst {
         let now = self.now();
         let ended = self.publish_ended.load(Ordering::Relaxed);
         self.publish_started.store(now, Ordering::Relaxed);
-        let close_to_the_last = ended != 0 && now.saturating_sub(ended) < nanos(BURST_GAP);
+        let gap = if ended == 0 { u64::MAX } else { now.saturating_sub(ended) };
+        self.last_gap.store(gap, Ordering::Relaxed);
+        let close_to_the_last = gap < nanos(BURST_GAP);
         close_to_the_last
             && !self.max_delay.is_zero()
             && !self.active.swap(true, Ordering::SeqCst)
@@ -101,11 +112,17 @@ impl Burst {
         Duration::from_nanos(self.nap_nanos.load(Ordering::Relaxed))
     }
 
-    /// Whether publishing has stopped: none in progress, and none for [`BURST_GAP`].
+    /// Whether publishing has stopped: none in progress, and none for four times the last gap
+    /// between publishes (at least [`PACER_TICK`], at most [`BURST_GAP`]).
     fn is_over(&self) -> bool {
         let started = self.publish_started.load(Ordering::Relaxed);
         let ended = self.publish_ended.load(Ordering::Relaxed);
-        ended >= started && self.now().saturating_sub(ended) >= nanos(BURST_GAP)
+        let idle_enough = self
+            .last_gap
+            .load(Ordering::Relaxed)
+            .saturating_mul(4)
+            .clamp(nanos(PACER_TICK), nanos(BURST_GAP));
+        ended >= started && self.now().saturating_sub(ended) >= idle_enough
     }
 
     /// A pacer that could not be started: no burst, so threads keep being woken by every push.
@@ -151,11 +168,11 @@ pub(crate) fn start_pacer<T: Send + Sync + 'static>(
 fn pace<T>(owner: &Weak<T>, burst: fn(&T) -> &Burst, wake_sleeping: fn(&T, bool)) {
     let mut since_sweep = Duration::ZERO;
     loop {
-        thread::sleep(BURST_GAP);
+        thread::sleep(PACER_TICK);
         let Some(owner) = owner.upgrade() else { return };
         let state = burst(&owner);
         if !state.is_over() {
-            since_sweep += BURST_GAP;
+            since_sweep += PACER_TICK;
             if since_sweep >= state.nap_length() {
                 since_sweep = Duration::ZERO;
                 wake_sleeping(&owner, false);
