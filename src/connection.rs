@@ -113,8 +113,9 @@ pub(crate) fn run(
                     batch.extend_from_slice(Event::comment(note).as_bytes());
                 }
                 let mut next = Some(first);
+                let mut taken_bytes = 0;
                 while let Some(event) = next.take() {
-                    connection.taken(event.queued_size());
+                    taken_bytes += event.queued_size();
                     events += 1;
                     if event.as_bytes().len() >= MAX_BATCH {
                         // Written after what is gathered so far, straight from its shared bytes.
@@ -126,6 +127,8 @@ pub(crate) fn run(
                         next = queue.try_recv().ok();
                     }
                 }
+                // Once per batch, not per event: these counters are shared with the publisher.
+                connection.taken_many(events as usize, taken_bytes);
                 cut_short = large.is_some() || batch.len() >= MAX_BATCH;
             }
             None => {

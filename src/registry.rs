@@ -352,8 +352,13 @@ impl Connection {
 
     /// The connection thread took a message of `size` bytes off its queue.
     pub(crate) fn taken(&self, size: usize) {
-        self.pending.fetch_sub(1, Ordering::AcqRel);
-        self.pending_bytes.fetch_sub(size, Ordering::AcqRel);
+        self.taken_many(1, size);
+    }
+
+    /// The connection thread took `messages` messages of `bytes` bytes in all off its queue.
+    pub(crate) fn taken_many(&self, messages: usize, bytes: usize) {
+        self.pending.fetch_sub(messages, Ordering::AcqRel);
+        self.pending_bytes.fetch_sub(bytes, Ordering::AcqRel);
     }
 
     pub(crate) fn stats(&self) -> ConnectionStats {
