@@ -101,8 +101,9 @@ impl Burst {
         if self.active.load(Ordering::SeqCst) { Wake::Held } else { Wake::Now }
     }
 
-    /// Whether a publish whose pushes used `wake` must wake the sleeping threads itself: it held
-    /// their wake-ups, and the burst ended while it ran, after the pacer's last look.
+    /// Whether a publish that held its pushes' wake-ups for a burst (its `wake` was
+    /// [`Wake::Held`]) must wake the sleeping threads itself: the burst ended while it ran, after
+    /// the pacer's last look.
     pub(crate) fn ended_during(&self, wake: Wake) -> bool {
         fence(Ordering::SeqCst);
         wake == Wake::Held && !self.active.load(Ordering::SeqCst)

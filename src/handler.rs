@@ -23,6 +23,7 @@ use crate::registry::{
     Registry, Replay, Wake,
 };
 use crate::stats::{Counters, Stats};
+use crate::sweeper::{self, Sweeper};
 
 type ConnectHook = Box<dyn Fn(&mut NewConnection<'_>) + Send + Sync>;
 type CloseHook = Box<dyn Fn(&ConnectionInfo, &CloseReason) + Send + Sync>;
@@ -77,6 +78,19 @@ struct Shared {
     /// Whether publishing is in a burst, during which connection threads batch instead of being woken
     /// for every event.
     burst: Burst,
+    /// Wakes connection threads for publishes that reach many of them.
+    sweeper: Sweeper,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.sweeper.stop();
+    }
+}
+
+/// Wakes every connection thread that is parked with events queued.
+fn sweep_now(shared: &Shared) {
+    shared.registry.wake_sleeping(false);
 }
 
 /// Notes the end of a publish however it ends (a history that panics included), so that the burst
@@ -207,6 +221,7 @@ impl HandlerBuilder {
                 counters: Counters::default(),
                 jitter_state: AtomicU64::new(seed | 1),
                 burst: Burst::new(self.config.max_burst_delay),
+                sweeper: Sweeper::default(),
                 config: self.config,
             }),
         })
@@ -336,8 +351,12 @@ impl SseHandler {
                 |shared, naps| shared.registry.wake_sleeping(naps),
             );
         }
-        let wake = shared.burst.wake();
-        let publish_ends = PublishEnds(shared, wake);
+        // In a burst, wake-ups wait for the burst's end; to many connections, they are left to the
+        // sweeper thread; otherwise the pushes wake the threads at once.
+        let burst_wake = shared.burst.wake();
+        let sweep = burst_wake == Wake::Now && shared.registry.len() >= sweeper::SWEEP_AT;
+        let wake = if sweep { Wake::Held } else { burst_wake };
+        let publish_ends = PublishEnds(shared, burst_wake);
         let (event, connections, full) = {
             let mut publisher = shared.publisher.lock();
             let event = if shared.config.auto_ids && event.id().is_none() && event.has_data() {
@@ -355,6 +374,10 @@ impl SseHandler {
             (event, result.queued, result)
         };
         drop(publish_ends);
+        if sweep && !shared.sweeper.request(Arc::downgrade(&self.shared), |shared| &shared.sweeper, sweep_now)
+        {
+            sweep_now(shared);
+        }
         Counters::add(&shared.counters.events_dropped, full.dropped as u64);
         for id in full.full {
             self.drop_slow_client(id);

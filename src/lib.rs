@@ -18,6 +18,7 @@ mod http;
 mod registry;
 mod server;
 mod stats;
+mod sweeper;
 #[cfg(feature = "websocket")]
 pub mod ws;
 

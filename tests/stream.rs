@@ -237,3 +237,20 @@ fn a_burst_reaches_every_client_complete_and_in_order_without_dropping_any() {
     assert_eq!((stats.slow_client_disconnects, stats.events_dropped), (0, 0));
     assert_eq!(server.handler.connection_count(), 10);
 }
+
+#[test]
+fn an_event_to_many_clients_reaches_every_one_of_them() {
+    // Enough streams that the publisher leaves the wake-ups to the sweeper thread: every parked
+    // connection thread must still be woken, and write the event, under light load and after it.
+    const CLIENTS: usize = 150;
+    let server = start(Config::default());
+    let mut clients: Vec<_> =
+        (0..CLIENTS).map(|_| subscribe(server.addr, "/events", &[]).into_events()).collect();
+    for round in 0..3 {
+        let sent = server.handler.send_all(Event::data(format!("round {round}"))).unwrap();
+        assert_eq!(sent.connections, CLIENTS);
+        for client in &mut clients {
+            assert_eq!(next_event(client).data, format!("round {round}"));
+        }
+    }
+}
