@@ -481,7 +481,7 @@ mod tests {
     #[test]
     fn under_light_load_a_push_wakes_the_thread_at_once() {
         let (registry, _pacing, written) = spawn_loop(pacing(Duration::from_secs(60)));
-        registry.broadcast(&Event::data("now"), &limits(1000), Wake::Now, |_| true);
+        registry.broadcast(&Event::data("now"), &limits(1000), |_| Wake::Now, |_| true);
         assert_eq!(written_until(&written, 11, Duration::from_secs(10)), b"data: now\n\n");
         registry.remove_all(CloseReason::Stopped);
     }
@@ -493,7 +493,7 @@ mod tests {
         let (registry, pacing, written) = spawn_loop(p);
         // The thread naps as soon as it looks at its queue, whether these come before or after.
         for text in ["1", "2", "3"] {
-            registry.broadcast(&Event::data(text), &limits(1000), Wake::Now, |_| true);
+            registry.broadcast(&Event::data(text), &limits(1000), |_| Wake::Now, |_| true);
         }
         let expected = b"data: 1\n\ndata: 2\n\ndata: 3\n\n";
         // A nap of 60 s would outlast this bound; the burst's end must cut it short.
@@ -513,7 +513,7 @@ mod tests {
         for i in 0..5 {
             let event = Event::data(i.to_string());
             expected.extend_from_slice(event.as_bytes());
-            registry.broadcast(&event, &limits(10), Wake::Now, |_| true);
+            registry.broadcast(&event, &limits(10), |_| Wake::Now, |_| true);
         }
         let out = written_until(&written, expected.len(), Duration::from_secs(10));
         assert_eq!(out, expected, "all five, in order, well before the nap would end");
@@ -532,7 +532,7 @@ mod tests {
         for _ in 0..200 {
             let event = Event::data(&text);
             expected.extend_from_slice(event.as_bytes());
-            registry.broadcast(&event, &limits(1000), Wake::Now, |_| true);
+            registry.broadcast(&event, &limits(1000), |_| Wake::Now, |_| true);
         }
         registry.remove_all(CloseReason::Stopped);
         expected.extend_from_slice(b"retry: 3000\n\n");
@@ -548,7 +548,7 @@ mod tests {
         for text in ["1", "2", "3"] {
             let event = Event::data(text);
             expected.extend_from_slice(event.as_bytes());
-            registry.broadcast(&event, &limits(1000), Wake::Held, |_| true);
+            registry.broadcast(&event, &limits(1000), |_| Wake::Held, |_| true);
         }
         registry.wake_sleeping(false);
         assert_eq!(written_until(&written, expected.len(), Duration::from_secs(10)), expected);

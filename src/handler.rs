@@ -96,13 +96,19 @@ fn sweep_now(shared: &Shared) {
 /// Notes the end of a publish however it ends (a history that panics included), so that the burst
 /// pacer never takes a publish for still under way; and wakes the threads whose wake-ups it held if
 /// the burst ended meanwhile.
-struct PublishEnds<'a>(&'a Shared, Wake);
+struct PublishEnds<'a> {
+    shared: &'a Shared,
+    /// How the burst, as it was when the publish started, had its pushes wake threads.
+    burst_wake: Wake,
+    /// The connections open during the publish, once known.
+    open: Option<usize>,
+}
 
 impl Drop for PublishEnds<'_> {
     fn drop(&mut self) {
-        let PublishEnds(shared, wake) = *self;
-        shared.burst.publish_ends(shared.registry.len());
-        if shared.burst.ended_during(wake) {
+        let shared = self.shared;
+        shared.burst.publish_ends(self.open.unwrap_or_else(|| shared.registry.len()));
+        if shared.burst.ended_during(self.burst_wake) {
             shared.registry.wake_sleeping(true);
         }
     }
@@ -354,10 +360,10 @@ impl SseHandler {
         // In a burst, wake-ups wait for the burst's end; to many connections, they are left to the
         // sweeper thread; otherwise the pushes wake the threads at once.
         let burst_wake = shared.burst.wake();
-        let sweep = burst_wake == Wake::Now && shared.registry.len() >= sweeper::SWEEP_AT;
-        let wake = if sweep { Wake::Held } else { burst_wake };
-        let publish_ends = PublishEnds(shared, burst_wake);
-        let (event, connections, full) = {
+        let wake =
+            |open| if burst_wake == Wake::Now && open >= sweeper::SWEEP_AT { Wake::Held } else { burst_wake };
+        let mut publish_ends = PublishEnds { shared, burst_wake, open: None };
+        let (event, broadcast) = {
             let mut publisher = shared.publisher.lock();
             let event = if shared.config.auto_ids && event.id().is_none() && event.has_data() {
                 let id = publisher.next_id;
@@ -371,18 +377,20 @@ impl SseHandler {
             }
             let result =
                 shared.registry.broadcast(&event, &shared.queue_limits, wake, |info| info.wants(&event));
-            (event, result.queued, result)
+            (event, result)
         };
+        publish_ends.open = Some(broadcast.open);
         drop(publish_ends);
+        let sweep = burst_wake == Wake::Now && broadcast.wake == Wake::Held;
         if sweep && !shared.sweeper.request(Arc::downgrade(&self.shared), |shared| &shared.sweeper, sweep_now)
         {
             sweep_now(shared);
         }
-        Counters::add(&shared.counters.events_dropped, full.dropped as u64);
-        for id in full.full {
+        Counters::add(&shared.counters.events_dropped, broadcast.dropped as u64);
+        for id in broadcast.full {
             self.drop_slow_client(id);
         }
-        Ok(Sent { id: event.id().map(str::to_owned), connections })
+        Ok(Sent { id: event.id().map(str::to_owned), connections: broadcast.queued })
     }
 
     /// Sends an event to one connection only. It is not recorded in the history (it is not for the

@@ -427,9 +427,10 @@ impl<M> Entry<M> {
 }
 
 /// Whether a push wakes a parked connection thread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum Wake {
     /// At once: light load, where latency counts.
+    #[default]
     Now,
     /// Not until the burst ends (or the queue is half full): the thread takes many events at once.
     Held,
@@ -493,17 +494,21 @@ impl<M: Queued> Registry<M> {
             .collect()
     }
 
-    /// Pushes `message` to every connection for which `wanted` holds; returns how many got it, how
-    /// many older messages were dropped to make room, and the ids whose queues were full.
+    /// Pushes `message` to every connection for which `wanted` holds, waking their threads as
+    /// `wake` says given the number of open connections; returns how many got it, how many older
+    /// messages were dropped to make room, the ids whose queues were full, how many connections were
+    /// open and how they were woken.
     pub(crate) fn broadcast(
         &self,
         message: &M,
         limits: &QueueLimits,
-        wake: Wake,
+        wake: impl FnOnce(usize) -> Wake,
         wanted: impl Fn(&ConnectionInfo) -> bool,
     ) -> Broadcast {
-        let mut result = Broadcast::default();
-        for (id, entry) in self.entries.read().iter() {
+        let entries = self.entries.read();
+        let wake = wake(entries.len());
+        let mut result = Broadcast { open: entries.len(), wake, ..Broadcast::default() };
+        for (id, entry) in entries.iter() {
             if !wanted(&entry.connection.info) {
                 continue;
             }
@@ -568,6 +573,8 @@ pub(crate) struct Broadcast {
     pub(crate) queued: usize,
     pub(crate) dropped: usize,
     pub(crate) full: Vec<ConnectionId>,
+    pub(crate) open: usize,
+    pub(crate) wake: Wake,
 }
 
 fn push<M: Queued>(entry: &Entry<M>, message: &M, limits: &QueueLimits, wake: Wake) -> Push {
