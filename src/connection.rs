@@ -91,7 +91,7 @@ pub(crate) fn run(
             // A burst: let events gather, then write them together. Not with a backlog still queued,
             // nor once the queue is closed: nothing would end such a nap early.
             WaitMode::Nap(nap) => {
-                if !cut_short && connection.close_reason().is_none() {
+                if !std::mem::take(&mut cut_short) && connection.close_reason().is_none() {
                     connection.nap(nap.min(wait), || matches!(pacing.wait_mode(), WaitMode::Nap(_)));
                 }
                 match take() {
@@ -552,6 +552,26 @@ mod tests {
         }
         registry.wake_sleeping(false);
         assert_eq!(written_until(&written, expected.len(), Duration::from_secs(10)), expected);
+        registry.remove_all(CloseReason::Stopped);
+    }
+
+    #[test]
+    fn after_a_large_event_in_a_burst_the_thread_naps_rather_than_spins() {
+        // A batch cut short by a large event skips one nap (more may be queued); with nothing
+        // queued after it, the thread must go back to napping, not loop without sleeping.
+        let p = pacing(Duration::from_secs(60));
+        *p.nap.lock() = Some(Duration::from_secs(60));
+        let (registry, _pacing, written) = spawn_loop(p);
+        let large = Event::data("L".repeat(MAX_BATCH));
+        registry.broadcast(&large, &limits(1), |_| Wake::Held, |_| true);
+        let out = written_until(&written, large.as_bytes().len(), Duration::from_secs(10));
+        assert_eq!(out.len(), large.as_bytes().len());
+        let connection = registry.get(1.into()).expect("registered");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !connection.is_napping() {
+            assert!(Instant::now() < deadline, "the thread never went back to its nap");
+            std::thread::yield_now();
+        }
         registry.remove_all(CloseReason::Stopped);
     }
 }

@@ -82,12 +82,6 @@ struct Shared {
     sweeper: Sweeper,
 }
 
-impl Drop for Shared {
-    fn drop(&mut self) {
-        self.sweeper.stop();
-    }
-}
-
 /// Wakes every connection thread that is parked with events queued.
 fn sweep_now(shared: &Shared) {
     shared.registry.wake_sleeping(false);
@@ -357,11 +351,14 @@ impl SseHandler {
                 |shared, naps| shared.registry.wake_sleeping(naps),
             );
         }
-        // In a burst, wake-ups wait for the burst's end; to many connections, they are left to the
-        // sweeper thread; otherwise the pushes wake the threads at once.
+        // In a burst, wake-ups wait for the burst's end; with many connections open, they are left
+        // to the sweeper thread; otherwise the pushes wake the threads at once.
         let burst_wake = shared.burst.wake();
-        let wake =
-            |open| if burst_wake == Wake::Now && open >= sweeper::SWEEP_AT { Wake::Held } else { burst_wake };
+        let sweeper_usable = !shared.sweeper.failed();
+        let wake = |open| {
+            let many = open >= sweeper::SWEEP_AT && sweeper_usable;
+            if burst_wake == Wake::Now && many { Wake::Held } else { burst_wake }
+        };
         let mut publish_ends = PublishEnds { shared, burst_wake, open: None };
         let (event, broadcast) = {
             let mut publisher = shared.publisher.lock();

@@ -327,18 +327,24 @@ impl Connection {
         }
     }
 
-    /// Wakes the thread if it sleeps with a reason to wake: in a nap (when `naps` is set), or parked
-    /// with events queued whose wake-ups a burst held back.
-    pub(crate) fn wake_sleeping(&self, naps: bool) {
+    /// Claims the thread's wake-up if it sleeps with a reason to wake: in a nap (when `naps` is
+    /// set), or parked with events queued whose wake-ups were held back. The caller then unparks
+    /// the returned thread.
+    pub(crate) fn claim_wake(&self, naps: bool) -> Option<&Thread> {
         let state = self.waiting.load(Ordering::SeqCst);
         let due = match state {
             NAPPING => naps,
             PARKED => self.pending.load(Ordering::SeqCst) > 0,
             _ => false,
         };
-        if due && self.waiting.compare_exchange(state, RUNNING, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
-            self.thread.unpark();
-        }
+        let claimed =
+            due && self.waiting.compare_exchange(state, RUNNING, Ordering::SeqCst, Ordering::SeqCst).is_ok();
+        claimed.then_some(&self.thread)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_napping(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst) == NAPPING
     }
 
     /// Wakes the connection's thread whatever it is doing, to see that its queue is closed.
@@ -529,12 +535,20 @@ impl<M: Queued> Registry<M> {
     }
 
     /// Wakes every connection thread that sleeps with a reason to wake (see
-    /// [`Connection::wake_sleeping`]): at the end of a burst, or (without ending naps) now and then
-    /// during a long one, for threads that parked before it began.
+    /// [`Connection::claim_wake`]): at the end of a burst, or (without ending naps) for a publish
+    /// that left its wake-ups to the sweeper. The threads are unparked after the read lock is
+    /// released: thousands of wake-ups take milliseconds, and a connection waiting to register or
+    /// leave would hold up every publish behind it meanwhile.
     pub(crate) fn wake_sleeping(&self, naps: bool) {
         fence(Ordering::SeqCst);
-        for entry in self.entries.read().values() {
-            entry.connection.wake_sleeping(naps);
+        let due: Vec<Thread> = self
+            .entries
+            .read()
+            .values()
+            .filter_map(|entry| entry.connection.claim_wake(naps).cloned())
+            .collect();
+        for thread in due {
+            thread.unpark();
         }
     }
 

@@ -1,9 +1,9 @@
 //! A thread that wakes connection threads for the publisher, when a publish reaches many of them.
 //!
 //! Waking a parked thread costs the waker a futex call and often a cross-CPU interrupt: a few
-//! microseconds, so thousands of them hold the publisher up for milliseconds. When a publish
-//! reaches many connections, the publisher only queues the event, without waking anyone, and asks
-//! the sweeper to wake the threads that have something queued. The publisher is free again at once,
+//! microseconds, so thousands of them hold the publisher up for milliseconds. When many connections
+//! are open, the publisher only queues the event, without waking anyone, and asks the sweeper to
+//! wake the threads that have something queued. The publisher is free again at once,
 //! and if its next event follows quickly, the threads the sweeper has not reached yet take both in
 //! one write.
 
@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{OnceLock, Weak};
 use std::thread::{self, Thread};
 
-/// A publish that reaches at least this many connections hands its wake-ups to the sweeper; below
-/// it, the publisher wakes the threads itself, which is quicker for a few.
+/// A publish while at least this many connections are open hands its wake-ups to the sweeper;
+/// below it, the publisher wakes the threads itself, which is quicker for a few.
 pub(crate) const SWEEP_AT: usize = 128;
 
 /// The sweeper of one handler: started the first time a publish needs it, and alive until the
@@ -55,8 +55,16 @@ impl Sweeper {
         }
     }
 
-    /// Ends the sweeper's thread (the handler is going away).
-    pub(crate) fn stop(&self) {
+    /// Whether the sweeper's thread could not be started: publishers then wake threads themselves,
+    /// as they do for a few.
+    pub(crate) fn failed(&self) -> bool {
+        matches!(self.thread.get(), Some(None))
+    }
+}
+
+impl Drop for Sweeper {
+    /// Ends the sweeper's thread: the handler is going away.
+    fn drop(&mut self) {
         if let Some(Some(thread)) = self.thread.get() {
             thread.unpark();
         }
@@ -100,7 +108,6 @@ mod tests {
         }
         assert_eq!(owner.1.load(Ordering::SeqCst), 1);
         let weak = Arc::downgrade(&owner);
-        owner.0.stop();
         drop(owner);
         // Bounded wait for the sweeper to let go (it may still hold the handler for its sweep).
         let deadline = Instant::now() + Duration::from_secs(10);

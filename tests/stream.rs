@@ -241,9 +241,12 @@ fn a_burst_reaches_every_client_complete_and_in_order_without_dropping_any() {
 #[test]
 fn an_event_to_many_clients_reaches_every_one_of_them() {
     // Enough streams that the publisher leaves the wake-ups to the sweeper thread: every parked
-    // connection thread must still be woken, and write the event, under light load and after it.
+    // connection thread must still be woken and write the event. Bursts are off and the heartbeat is
+    // far away, so nothing but the sweeper can wake them before the read timeout; the publishes come
+    // one at a time and then back to back.
     const CLIENTS: usize = 150;
-    let server = start(Config::default());
+    let config = Config::default().max_burst_delay(Duration::ZERO).heartbeat(Duration::from_secs(3600));
+    let server = start(config);
     let mut clients: Vec<_> =
         (0..CLIENTS).map(|_| subscribe(server.addr, "/events", &[]).into_events()).collect();
     for round in 0..3 {
@@ -251,6 +254,14 @@ fn an_event_to_many_clients_reaches_every_one_of_them() {
         assert_eq!(sent.connections, CLIENTS);
         for client in &mut clients {
             assert_eq!(next_event(client).data, format!("round {round}"));
+        }
+    }
+    for n in 0..50 {
+        server.handler.send_all(Event::data(format!("quick {n}"))).unwrap();
+    }
+    for client in &mut clients {
+        for n in 0..50 {
+            assert_eq!(next_event(client).data, format!("quick {n}"));
         }
     }
 }
