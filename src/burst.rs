@@ -172,21 +172,30 @@ fn pace<T>(owner: &Weak<T>, burst: fn(&T) -> &Burst, wake_sleeping: fn(&T, bool)
         thread::sleep(PACER_TICK);
         let Some(owner) = owner.upgrade() else { return };
         let state = burst(&owner);
-        if !state.is_over() {
-            since_sweep += PACER_TICK;
-            if since_sweep >= state.nap_length() {
-                since_sweep = Duration::ZERO;
-                wake_sleeping(&owner, false);
+        if state.active.load(Ordering::SeqCst) {
+            if !state.is_over() {
+                since_sweep += PACER_TICK;
+                if since_sweep >= state.nap_length() {
+                    since_sweep = Duration::ZERO;
+                    wake_sleeping(&owner, false);
+                }
+                continue;
             }
+            // A thread that announces its nap after this store sees it and does not nap; one that
+            // announced it before is woken by `wake_sleeping`, as is one parked with events queued.
+            state.active.store(false, Ordering::SeqCst);
+            wake_sleeping(&owner, true);
+            since_sweep = Duration::ZERO;
+        }
+        // Stay a while after a burst: a publisher that pauses briefly between bursts then finds
+        // this pacer still here (it serves the next burst) rather than starting a thread each time.
+        let idle = state.now().saturating_sub(state.publish_ended.load(Ordering::Relaxed));
+        if idle < nanos(BURST_GAP) {
             continue;
         }
-        // A thread that announces its nap after this store sees it and does not nap; one that
-        // announced it before is woken by `wake_sleeping`, as is one parked with events queued.
-        state.active.store(false, Ordering::SeqCst);
-        wake_sleeping(&owner, true);
         state.pacer_running.store(false, Ordering::SeqCst);
-        // A burst that began after `active` was cleared found this pacer still running and started
-        // none; carry on for it.
+        // A burst that began after the last look found this pacer still running and started none;
+        // carry on for it.
         if state.active.load(Ordering::SeqCst) && !state.pacer_running.swap(true, Ordering::SeqCst) {
             continue;
         }
