@@ -503,6 +503,8 @@ impl SseHandler {
             self.shared.shut_down.store(true, Ordering::SeqCst);
             self.shared.registry.remove_all(CloseReason::ShutDown)
         };
+        // Nothing will be published any more: its thread can go.
+        self.shared.sweeper.stop();
         if !ended.is_empty() {
             log::debug!("handler shut down, ending {} streams", ended.len());
         }

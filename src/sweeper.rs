@@ -1,4 +1,4 @@
-//! A thread that wakes connection threads for the publisher, when a publish reaches many of them.
+//! A thread that wakes connection threads for the publisher, when many connections are open.
 //!
 //! Waking a parked thread costs the waker a futex call and often a cross-CPU interrupt: a few
 //! microseconds, so thousands of them hold the publisher up for milliseconds. When many connections
@@ -9,18 +9,19 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{OnceLock, Weak};
-use std::thread::{self, Thread};
+use std::thread::{self, JoinHandle};
 
 /// A publish while at least this many connections are open hands its wake-ups to the sweeper;
 /// below it, the publisher wakes the threads itself, which is quicker for a few.
 pub(crate) const SWEEP_AT: usize = 128;
 
 /// The sweeper of one handler: started the first time a publish needs it, and alive until the
-/// handler is dropped.
+/// handler shuts down or is dropped.
 #[derive(Debug, Default)]
 pub(crate) struct Sweeper {
-    thread: OnceLock<Option<Thread>>,
+    thread: OnceLock<Option<JoinHandle<()>>>,
     requested: AtomicBool,
+    stopped: AtomicBool,
 }
 
 impl Sweeper {
@@ -32,12 +33,15 @@ impl Sweeper {
         sweeper: fn(&T) -> &Sweeper,
         sweep: fn(&T),
     ) -> bool {
+        if self.stopped.load(Ordering::SeqCst) {
+            return false;
+        }
         self.requested.store(true, Ordering::SeqCst);
         let thread = self.thread.get_or_init(|| {
             let spawned =
                 thread::Builder::new().name("sse-sweeper".into()).spawn(move || run(&owner, sweeper, sweep));
             match spawned {
-                Ok(handle) => Some(handle.thread().clone()),
+                Ok(handle) => Some(handle),
                 Err(err) => {
                     log::warn!(
                         "cannot start the sweeper thread, so publishers wake threads themselves: {err}"
@@ -47,27 +51,34 @@ impl Sweeper {
             }
         });
         match thread {
-            Some(thread) => {
-                thread.unpark();
+            Some(handle) => {
+                handle.thread().unpark();
                 true
             }
             None => false,
         }
     }
 
-    /// Whether the sweeper's thread could not be started: publishers then wake threads themselves,
-    /// as they do for a few.
+    /// Ends the sweeper's thread (the handler has shut down: nothing more to wake). A later request
+    /// finds it stopped and the caller wakes the threads itself.
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        if let Some(Some(handle)) = self.thread.get() {
+            handle.thread().unpark();
+        }
+    }
+
+    /// Whether the sweeper's thread could not be started (or was stopped): publishers then wake
+    /// threads themselves, as they do for a few.
     pub(crate) fn failed(&self) -> bool {
-        matches!(self.thread.get(), Some(None))
+        matches!(self.thread.get(), Some(None)) || self.stopped.load(Ordering::SeqCst)
     }
 }
 
 impl Drop for Sweeper {
     /// Ends the sweeper's thread: the handler is going away.
     fn drop(&mut self) {
-        if let Some(Some(thread)) = self.thread.get() {
-            thread.unpark();
-        }
+        self.stop();
     }
 }
 
@@ -76,8 +87,12 @@ fn run<T>(owner: &Weak<T>, sweeper: fn(&T) -> &Sweeper, sweep: fn(&T)) {
         thread::park();
         // Holds the handler only while sweeping, so dropping the handler ends this thread.
         let Some(owner) = owner.upgrade() else { return };
-        if sweeper(&owner).requested.swap(false, Ordering::SeqCst) {
+        let state = sweeper(&owner);
+        if state.requested.swap(false, Ordering::SeqCst) {
             sweep(&owner);
+        }
+        if state.stopped.load(Ordering::SeqCst) {
+            return;
         }
     }
 }
@@ -115,5 +130,30 @@ mod tests {
             thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(weak.strong_count(), 0, "the sweeper keeps no handler alive");
+    }
+
+    #[test]
+    fn a_stopped_sweeper_ends_its_thread_and_refuses_requests() {
+        let owner = Arc::new((Sweeper::default(), AtomicUsize::new(0)));
+        let request = |owner: &Arc<(Sweeper, AtomicUsize)>| {
+            owner.0.request(
+                Arc::downgrade(owner),
+                |owner| &owner.0,
+                |owner| {
+                    owner.1.fetch_add(1, Ordering::SeqCst);
+                },
+            )
+        };
+        assert!(request(&owner));
+        owner.0.stop();
+        assert!(!request(&owner), "the caller must wake the threads itself");
+        assert!(owner.0.failed());
+        let Some(Some(handle)) = owner.0.thread.get() else { panic!("the thread was started") };
+        // Bounded wait for the thread to end, with the owner still alive.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !handle.is_finished() {
+            assert!(Instant::now() < deadline, "the sweeper's thread did not end");
+            thread::sleep(Duration::from_millis(1));
+        }
     }
 }
