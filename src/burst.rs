@@ -7,8 +7,8 @@
 //! so each of them would find a single event whenever it looked. So while publishes come closer
 //! together than [`BURST_GAP`], connection threads nap instead of parking: pushes do not wake them,
 //! and each one wakes after its nap (or when its queue is half full) and writes everything that came
-//! meanwhile at once. A pacer thread, alive only during bursts, notices when publishing stops and
-//! ends the naps then (within about a millisecond of the last publish of a back-to-back burst), so
+//! meanwhile at once. A pacer thread, alive only during bursts (and briefly after), notices when
+//! publishing stops and ends the naps then (within about a millisecond of the last publish of a back-to-back burst), so
 //! the last events of a burst do not wait out a nap.
 
 use std::sync::Weak;
