@@ -78,7 +78,7 @@ struct Shared {
     /// Whether publishing is in a burst, during which connection threads batch instead of being woken
     /// for every event.
     burst: Burst,
-    /// Wakes connection threads for publishes that reach many of them.
+    /// Wakes connection threads for publishes while many connections are open.
     sweeper: Sweeper,
 }
 

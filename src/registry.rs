@@ -295,8 +295,8 @@ impl Connection {
     }
 
     /// Sleeps through part of a burst: up to `timeout`, while pushes accumulate without waking the
-    /// thread. Ends early when [`end_nap`](Connection::end_nap) is called (the burst is over, or the
-    /// queue is filling up) or the queue is closed meanwhile (a closed queue's thread must not start
+    /// thread. Ends early when a push finds the queue half full ([`wake`](Connection::wake)), when the
+    /// burst is over ([`claim_wake`](Connection::claim_wake)), or when the queue is closed meanwhile (a closed queue's thread must not start
     /// a nap: see the loop). `still_wanted` is checked after the thread announces the nap, so that a
     /// burst ending at that moment is not slept through.
     pub(crate) fn nap(&self, timeout: Duration, still_wanted: impl Fn() -> bool) {
@@ -320,11 +320,16 @@ impl Connection {
             NAPPING => self.is_half_full(limits),
             _ => false,
         };
-        // Only from the state seen: a late waker must not turn a nap that began meanwhile into
-        // RUNNING, or the end of the burst could no longer end that nap.
-        if due && self.waiting.compare_exchange(state, RUNNING, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+        if due && self.claim_from(state) {
             self.thread.unpark();
         }
+    }
+
+    /// Takes the thread's wake-up for the caller: only from the state it was seen in, so that a late
+    /// waker cannot turn a nap that began meanwhile into RUNNING (the end of the burst could then no
+    /// longer end that nap), and only one waker unparks it.
+    fn claim_from(&self, state: u8) -> bool {
+        self.waiting.compare_exchange(state, RUNNING, Ordering::SeqCst, Ordering::SeqCst).is_ok()
     }
 
     /// Claims the thread's wake-up if it sleeps with a reason to wake: in a nap (when `naps` is
@@ -337,9 +342,7 @@ impl Connection {
             PARKED => self.pending.load(Ordering::SeqCst) > 0,
             _ => false,
         };
-        let claimed =
-            due && self.waiting.compare_exchange(state, RUNNING, Ordering::SeqCst, Ordering::SeqCst).is_ok();
-        claimed.then_some(&self.thread)
+        (due && self.claim_from(state)).then_some(&self.thread)
     }
 
     #[cfg(test)]
