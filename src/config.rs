@@ -45,36 +45,40 @@ pub struct Config {
     pub heartbeat_comment: String,
     /// How long one write to a client may block before the client counts as gone. Default 30 s.
     pub send_timeout: Duration,
-    /// Events that may wait in one connection's queue. When a client falls this far behind, the
-    /// [`overflow`](Config::overflow) policy applies. Default 1024.
+    /// Events sent to one connection alone ([`send_one`](crate::SseHandler::send_one)) that may wait
+    /// for it unwritten; a client that lets more pile up is dropped. Broadcasts do not count: they
+    /// live in the event log. Default 1024.
     pub queue_capacity: usize,
-    /// Bytes of events that may wait in one connection's queue (one event is always let in, however
-    /// large). Default 4 MiB.
+    /// Bytes of such events that may wait for one connection (one is always let in, however large).
+    /// Default 4 MiB.
     pub queue_max_bytes: usize,
-    /// The longest a connection may hold events back during a burst, to write them together.
-    ///
-    /// While publishes come less than 2 ms apart, a connection's thread is not woken for every
-    /// event: it naps for about 40 µs per open connection (0.4 ms with 10 connections, 40 ms with
-    /// 1000), but no longer than this, or until the burst ends or its queue is half full, then writes
-    /// everything that came meanwhile at once. That keeps thousands of threads from waking more often
-    /// than the cores can serve. Under light load events are written as soon as they are published,
-    /// whatever this is. Default 250 ms; zero wakes the thread for every event (lowest latency in a
-    /// burst, at a CPU cost that grows with the number of connections).
-    pub max_burst_delay: Duration,
-    /// What happens to a client whose queue is full. Default [`OverflowPolicy::Disconnect`]: it is
-    /// dropped, reconnects and replays from the history.
+    /// What happens to a client that falls so far behind that events it has not read yet leave the
+    /// event log (see [`history_capacity`](Config::history_capacity)). Default
+    /// [`OverflowPolicy::Disconnect`]: it is closed, and resumes by `Last-Event-ID`.
     pub overflow: OverflowPolicy,
-    /// Events kept for replay to clients that reconnect with `Last-Event-ID`. Default 1000; 0 keeps none.
+    /// Events the event log keeps. Every broadcast is appended to the log once, and each stream reads
+    /// it from its own position; so this is both how many events a reconnecting client can resume
+    /// from (`Last-Event-ID`) and how far a client may fall behind before the
+    /// [`overflow`](Config::overflow) policy applies. Memory is spent once per handler, not per
+    /// client. Default 10,000; at least 1.
     pub history_capacity: usize,
-    /// Events older than this are dropped from the history. Default `None`: no age limit.
+    /// Events older than this leave the log, and are not resumed from. Default `None`: no age limit.
     pub history_max_age: Option<Duration>,
-    /// The most bytes of events the history keeps (oldest dropped first). Default `None`: no byte limit.
-    pub history_max_bytes: Option<usize>,
+    /// The most bytes of encoded events the log keeps (oldest dropped first; the newest is always
+    /// kept). Default 16 MiB.
+    pub history_max_bytes: usize,
+    /// The kernel's send buffer for each stream's socket (`SO_SNDBUF`), which bounds what a client
+    /// that stopped reading holds in the kernel. Default `None`: the system's default (which grows
+    /// up to a few MiB).
+    pub send_buffer: Option<usize>,
     /// What to replay for a `Last-Event-ID` the history does not hold. Default
     /// [`UnknownIdPolicy::ReplayAll`].
     pub unknown_id_policy: UnknownIdPolicy,
-    /// Number events that the publisher sent without an id (`1`, `2`, ...), so that clients can resume
-    /// after them. Default `true`.
+    /// Number events that the publisher sent with data but without an id, so that clients can resume
+    /// after them. The numbers grow by one per event published, and start from the clock (the
+    /// nanoseconds since 1970 when the handler was made), so a later process's ids are greater than
+    /// an earlier one's and an id kept from an earlier process is never taken for a new event.
+    /// Default `true`.
     pub auto_ids: bool,
     /// Extra headers on every stream response. Default none. Checked by `SseHandler::new`.
     pub headers: Vec<(String, String)>,
@@ -115,11 +119,11 @@ impl Default for Config {
             send_timeout: Duration::from_secs(30),
             queue_capacity: 1024,
             queue_max_bytes: 4 * 1024 * 1024,
-            max_burst_delay: Duration::from_millis(250),
             overflow: OverflowPolicy::Disconnect,
-            history_capacity: 1000,
+            history_capacity: 10_000,
             history_max_age: None,
-            history_max_bytes: None,
+            history_max_bytes: 16 * 1024 * 1024,
+            send_buffer: None,
             unknown_id_policy: UnknownIdPolicy::ReplayAll,
             auto_ids: true,
             headers: Vec::new(),
@@ -155,12 +159,6 @@ impl Config {
         self
     }
 
-    /// Sets [`Config::max_burst_delay`].
-    pub fn max_burst_delay(mut self, delay: Duration) -> Config {
-        self.max_burst_delay = delay;
-        self
-    }
-
     /// Sets [`Config::queue_capacity`].
     pub fn queue_capacity(mut self, events: usize) -> Config {
         self.queue_capacity = events;
@@ -187,7 +185,13 @@ impl Config {
 
     /// Sets [`Config::history_max_bytes`].
     pub fn history_max_bytes(mut self, bytes: usize) -> Config {
-        self.history_max_bytes = Some(bytes);
+        self.history_max_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Config::send_buffer`].
+    pub fn send_buffer(mut self, bytes: usize) -> Config {
+        self.send_buffer = Some(bytes);
         self
     }
 
@@ -283,6 +287,11 @@ impl Config {
         }
         if self.queue_capacity == 0 {
             return invalid("queue_capacity must be at least 1".into());
+        }
+        if self.history_capacity == 0 {
+            return invalid(
+                "history_capacity must be at least 1: the log holds every event until streams read it".into(),
+            );
         }
         if self.max_lifetime.is_some_and(|lifetime| lifetime.is_zero()) {
             return invalid("max_lifetime must be more than zero".into());

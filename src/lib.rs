@@ -3,7 +3,6 @@
 #![warn(missing_docs)]
 
 mod auth;
-mod burst;
 pub mod client;
 mod config;
 mod connection;
@@ -13,12 +12,11 @@ mod event;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handler;
-mod history;
 mod http;
+mod log;
 mod registry;
 mod server;
 mod stats;
-mod sweeper;
 #[cfg(feature = "websocket")]
 pub mod ws;
 
@@ -27,8 +25,8 @@ pub use config::{Config, RequestLimits, UnknownIdPolicy};
 pub use error::{Error, Field, FieldProblem, Phase, Result};
 pub use event::{Event, EventBuilder};
 pub use handler::{HandlerBuilder, NewConnection, Sent, SseHandler};
-pub use history::{History, MemoryHistory};
 pub use http::{Request, Response};
+pub use log::{EventLog, FellBehind, MemoryLog, Waiter};
 pub use registry::{CloseReason, ConnectionId, ConnectionInfo, ConnectionStats, OverflowPolicy, Replay};
 pub use server::{Server, ServerConfig, ServerHandle, ShutdownReport};
 pub use stats::Stats;

@@ -40,6 +40,8 @@ pub(crate) fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let (stop, stopped) = channel();
     watch_signals(stop.clone())?;
     read_input(handler.clone(), format, args.on_eof, stop.clone())?;
+    // Ids grow from a number taken from the clock, so that a restarted relay never reuses one.
+    log::info!("events are numbered from {}", handler.log().head());
     announce(server.local_addr());
 
     // `stop` is still held here, so this wait ends only with a reason.
@@ -58,8 +60,8 @@ pub(crate) fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 fn handler_config(args: &Args) -> Config {
     let mut config = Config::default()
         .heartbeat(args.heartbeat)
-        .history_capacity(args.history)
-        .queue_capacity(saturating_usize(args.queue_capacity))
+        .history_capacity(saturating_usize(args.history))
+        .history_max_bytes(saturating_usize(args.history_bytes))
         // The hint streams get when the relay ends them: rotation, shutdown, too many connections.
         .reconnect_after(Duration::from_millis(args.retry));
     if let Some(origin) = &args.allow_origin {

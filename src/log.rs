@@ -1,0 +1,552 @@
+//! The event log: the one place broadcast events live. Publishing appends to it; every connection
+//! is a cursor into it that reads from its position to the head, at its own pace.
+//!
+//! A reader that falls behind costs its cursor, not a queue of what it lacks. It loses events only
+//! if they leave the log (the log is bounded by count, bytes and age) before it reads them; it then
+//! learns so from [`EventLog::read`] and the handler applies its
+//! [`OverflowPolicy`](crate::OverflowPolicy). A client resuming with `Last-Event-ID` is a cursor
+//! placed right after that event, so replay and live delivery are one path, without a gap or a
+//! duplicate.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::Thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::Result;
+use crate::event::Event;
+
+/// Where broadcast events live, in publish order, and how readers follow them.
+///
+/// Positions are numbers that grow by one per appended event and never repeat within a log. A
+/// reader keeps the position of the next event it wants and calls [`read`](EventLog::read) from it;
+/// when it has caught up with the [`head`](EventLog::head), it asks to be woken once the head moves
+/// ([`watch`](EventLog::watch)) and parks.
+///
+/// [`MemoryLog`] is the implementation every handler uses unless given another. An implementation
+/// shared by several server instances keeps its own order and ids (a log server's) and feeds a
+/// `MemoryLog` of each instance from it, whose reading and waking it passes through.
+///
+/// ```
+/// use sse_handler::{Event, EventLog, MemoryLog};
+///
+/// let log = MemoryLog::new(100);
+/// let start = log.head();
+/// let first = log.append(Event::data("one"), true)?;
+/// log.append(Event::data("two"), true)?;
+///
+/// // A client that saw the first event resumes right after it.
+/// let mut cursor = log.position_after(first.id().unwrap()).expect("still in the log");
+/// let mut read = Vec::new();
+/// cursor = log
+///     .read(cursor, &mut |event| {
+///         read.push(event.clone());
+///         true
+///     })
+///     .expect("nothing fell off the log");
+/// assert_eq!(read.len(), 1);
+/// assert!(read[0].as_bytes().ends_with(b"data: two\n\n"));
+/// assert_eq!((cursor, log.head()), (start + 2, start + 2));
+/// # Ok::<(), sse_handler::Error>(())
+/// ```
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends a broadcast event and returns it as stored. When `number` is set and the event has
+    /// data but no id, the log gives it one, greater than every id it gave before (and than those an
+    /// earlier log, in an earlier process, gave).
+    ///
+    /// # Errors
+    /// The log could not store the event; nothing was appended. [`MemoryLog`] never fails.
+    fn append(&self, event: Event, number: bool) -> Result<Event>;
+
+    /// The position the next appended event will take: a reader at this position has read all.
+    fn head(&self) -> u64;
+
+    /// The position of the oldest event a reader can still get (the head, when the log is empty).
+    fn oldest(&self) -> u64;
+
+    /// Where a client that last saw the event with this id resumes: the position right after it.
+    /// `None` when the log does not hold such an event (too old, from another log, never issued).
+    /// If several events share the id, the latest counts.
+    fn position_after(&self, last_event_id: &str) -> Option<u64>;
+
+    /// Hands the events from position `from` on to `visit`, oldest first, until `visit` returns
+    /// `false` (that event is not consumed) or the head is reached, and returns the position to read
+    /// from next. `visit` runs while the log is locked for reading: it should only copy.
+    ///
+    /// # Errors
+    /// [`FellBehind`] when events from `from` on have already left the log.
+    fn read(&self, from: u64, visit: &mut dyn FnMut(&Event) -> bool) -> std::result::Result<u64, FellBehind>;
+
+    /// Asks the log to wake `waiter` once its head is past `seen`. Returns `false`, and the caller
+    /// should read instead of parking, when the head is past `seen` already. A waiter is woken at most
+    /// once per call, and perhaps spuriously; one that is dropped is never woken.
+    fn watch(&self, seen: u64, waiter: &Arc<Waiter>) -> bool;
+}
+
+/// The answer of [`EventLog::read`] to a reader whose next events have left the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FellBehind {
+    /// The position of the oldest event still in the log.
+    pub oldest: u64,
+}
+
+/// A thread that waits for a log to move (see [`EventLog::watch`]).
+#[derive(Debug)]
+pub struct Waiter {
+    thread: Thread,
+}
+
+impl Waiter {
+    /// A waiter for the calling thread, which then waits with [`std::thread::park_timeout`].
+    pub fn current() -> Arc<Waiter> {
+        Arc::new(Waiter { thread: std::thread::current() })
+    }
+
+    /// Wakes the waiting thread (or makes its next park return at once).
+    pub fn wake(&self) {
+        self.thread.unpark();
+    }
+}
+
+/// How many waiters one waking thread wakes itself: the publisher wakes this many, and each woken
+/// reader wakes this many more before it reads, so waking thousands of readers takes a few rounds
+/// on every core instead of one long loop on the publisher's.
+const WAKE_FANOUT: usize = 4;
+
+/// Recent events in memory, bounded by count and optionally by bytes and by age.
+///
+/// Events are shared, not copied: each is encoded once when published. Readers copy from it under
+/// a read lock; an append takes the write lock for a push and the evictions it causes.
+///
+/// Ids it gives ([`EventLog::append`] with `number`) are positions, and positions start at the
+/// clock's count of nanoseconds since 1970 when the log is made: they only grow, within a process
+/// and from one process to the next, so an id a client kept from an earlier process is never taken
+/// for an event of this one.
+pub struct MemoryLog {
+    ring: RwLock<Ring>,
+    /// The ring's head, readable without its lock.
+    head: AtomicU64,
+    waiters: WaitList,
+    capacity: usize,
+    max_bytes: Option<usize>,
+    max_age: Option<Duration>,
+    clock: Box<dyn Fn() -> Instant + Send + Sync>,
+}
+
+struct Ring {
+    events: VecDeque<Stored>,
+    /// The position of `events[0]`.
+    tail: u64,
+    bytes: usize,
+    /// Events whose id the log did not give (the publisher's own): only then must a resume search.
+    foreign_ids: usize,
+}
+
+struct Stored {
+    event: Event,
+    at: Instant,
+    numbered: bool,
+}
+
+impl Ring {
+    fn head(&self) -> u64 {
+        self.tail + self.events.len() as u64
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some(stored) = self.events.pop_front() {
+            self.bytes -= stored.event.as_bytes().len();
+            self.foreign_ids -= usize::from(!stored.numbered && stored.event.id().is_some());
+            self.tail += 1;
+        }
+    }
+
+    fn get(&self, position: u64) -> Option<&Stored> {
+        self.events.get(usize::try_from(position.checked_sub(self.tail)?).ok()?)
+    }
+}
+
+impl MemoryLog {
+    /// A log that keeps the last `capacity` events (at least one).
+    pub fn new(capacity: usize) -> MemoryLog {
+        let first =
+            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |t| t.as_nanos() as u64);
+        MemoryLog {
+            ring: RwLock::new(Ring {
+                events: VecDeque::with_capacity(capacity.clamp(1, 4096)),
+                tail: first,
+                bytes: 0,
+                foreign_ids: 0,
+            }),
+            head: AtomicU64::new(first),
+            waiters: WaitList::default(),
+            capacity: capacity.max(1),
+            max_bytes: None,
+            max_age: None,
+            clock: Box::new(Instant::now),
+        }
+    }
+
+    /// Also keeps at most `bytes` bytes of encoded events, dropping the oldest first. The newest
+    /// event is always kept, however large, or readers could not get it at all.
+    pub fn max_bytes(mut self, bytes: usize) -> MemoryLog {
+        self.max_bytes = Some(bytes);
+        self
+    }
+
+    /// Also drops events older than `age` (as they are appended after), and never resumes a client
+    /// from one.
+    pub fn max_age(mut self, age: Duration) -> MemoryLog {
+        self.max_age = Some(age);
+        self
+    }
+
+    /// Reads the time from `clock` instead of [`Instant::now`] (for tests of the age bound).
+    pub fn with_clock(mut self, clock: impl Fn() -> Instant + Send + Sync + 'static) -> MemoryLog {
+        self.clock = Box::new(clock);
+        self
+    }
+
+    /// The most events it keeps.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// How many events it holds now.
+    pub fn len(&self) -> usize {
+        self.ring.read().events.len()
+    }
+
+    /// Whether it holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of encoded events it holds now.
+    pub fn bytes(&self) -> usize {
+        self.ring.read().bytes
+    }
+
+    /// Whether `stored` is past the age bound.
+    fn expired(&self, stored: &Stored, now: Instant) -> bool {
+        self.max_age.is_some_and(|age| now.saturating_duration_since(stored.at) > age)
+    }
+
+    /// The position of the oldest event that is not past the age bound.
+    fn first_live(&self, ring: &Ring) -> u64 {
+        if self.max_age.is_none() {
+            return ring.tail;
+        }
+        let now = (self.clock)();
+        ring.tail + ring.events.partition_point(|stored| self.expired(stored, now)) as u64
+    }
+}
+
+impl std::fmt::Debug for MemoryLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ring = self.ring.read();
+        f.debug_struct("MemoryLog")
+            .field("tail", &ring.tail)
+            .field("head", &ring.head())
+            .field("bytes", &ring.bytes)
+            .field("capacity", &self.capacity)
+            .field("max_bytes", &self.max_bytes)
+            .field("max_age", &self.max_age)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventLog for MemoryLog {
+    fn append(&self, event: Event, number: bool) -> Result<Event> {
+        let head = {
+            let mut ring = self.ring.write();
+            let now = (self.clock)();
+            let position = ring.head();
+            let numbered = number && event.id().is_none() && event.has_data();
+            let event = if numbered { event.with_id(position.to_string()) } else { event };
+            let size = event.as_bytes().len();
+            while ring.events.front().is_some_and(|oldest| self.expired(oldest, now)) {
+                ring.pop_oldest();
+            }
+            while ring.events.len() >= self.capacity
+                || self.max_bytes.is_some_and(|max| !ring.events.is_empty() && ring.bytes + size > max)
+            {
+                ring.pop_oldest();
+            }
+            ring.bytes += size;
+            ring.foreign_ids += usize::from(!numbered && event.id().is_some());
+            ring.events.push_back(Stored { event: event.clone(), at: now, numbered });
+            self.head.store(position + 1, Ordering::SeqCst);
+            (position + 1, event)
+        };
+        self.waiters.wake_behind(head.0, WAKE_FANOUT);
+        Ok(head.1)
+    }
+
+    fn head(&self) -> u64 {
+        self.head.load(Ordering::SeqCst)
+    }
+
+    fn oldest(&self) -> u64 {
+        let ring = self.ring.read();
+        self.first_live(&ring)
+    }
+
+    fn position_after(&self, last_event_id: &str) -> Option<u64> {
+        let ring = self.ring.read();
+        let first_live = self.first_live(&ring);
+        // Ids the log gave are positions: found at once.
+        if let Some(position) = last_event_id.parse::<u64>().ok().filter(|p| *p >= first_live) {
+            if let Some(stored) = ring.get(position) {
+                if stored.event.id() == Some(last_event_id) && ring.foreign_ids == 0 {
+                    return Some(position + 1);
+                }
+            }
+        }
+        if ring.foreign_ids == 0 {
+            return None;
+        }
+        // Publishers' own ids: search from the newest end, where a reconnecting client usually is.
+        let live = usize::try_from(first_live - ring.tail).unwrap_or(usize::MAX);
+        let found = ring.events.range(live..).rposition(|stored| stored.event.id() == Some(last_event_id))?;
+        Some(first_live + found as u64 + 1)
+    }
+
+    fn read(&self, from: u64, visit: &mut dyn FnMut(&Event) -> bool) -> std::result::Result<u64, FellBehind> {
+        // Readers woken by a publish pass the wake-up on before they read (see `WAKE_FANOUT`).
+        self.waiters.wake_behind(self.head(), WAKE_FANOUT);
+        let ring = self.ring.read();
+        if from < ring.tail {
+            return Err(FellBehind { oldest: self.first_live(&ring) });
+        }
+        let mut next = from;
+        let start = usize::try_from(from - ring.tail).unwrap_or(usize::MAX);
+        for stored in ring.events.range(start.min(ring.events.len())..) {
+            if !visit(&stored.event) {
+                break;
+            }
+            next += 1;
+        }
+        Ok(next)
+    }
+
+    fn watch(&self, seen: u64, waiter: &Arc<Waiter>) -> bool {
+        self.waiters.add(seen, waiter);
+        self.head() == seen
+    }
+}
+
+/// Readers waiting for the head to move, in the order they asked, each with the head it saw.
+struct WaitList {
+    waiting: Mutex<Waiting>,
+    /// The head the longest-waiting reader saw (`u64::MAX` when none waits), so that a publisher
+    /// and a reader can tell without the lock whether anyone is left behind.
+    oldest_seen: AtomicU64,
+}
+
+impl Default for WaitList {
+    fn default() -> Self {
+        WaitList { waiting: Mutex::default(), oldest_seen: AtomicU64::new(u64::MAX) }
+    }
+}
+
+#[derive(Default)]
+struct Waiting {
+    queue: VecDeque<(u64, Weak<Waiter>)>,
+    /// Queue length past which entries of readers that are gone are swept out.
+    sweep_at: usize,
+}
+
+impl WaitList {
+    fn add(&self, seen: u64, waiter: &Arc<Waiter>) {
+        let mut waiting = self.waiting.lock();
+        if waiting.queue.len() >= waiting.sweep_at.max(64) {
+            // Connections that closed while waiting leave entries behind until the head moves; keep
+            // their number in proportion to the live ones.
+            waiting.queue.retain(|(_, waiter)| waiter.strong_count() > 0);
+            waiting.sweep_at = 2 * waiting.queue.len();
+        }
+        if waiting.queue.is_empty() {
+            self.oldest_seen.store(seen, Ordering::SeqCst);
+        }
+        waiting.queue.push_back((seen, Arc::downgrade(waiter)));
+    }
+
+    /// Wakes up to `count` readers that saw a head older than `head`, longest waiting first.
+    fn wake_behind(&self, head: u64, count: usize) {
+        if self.oldest_seen.load(Ordering::SeqCst) >= head {
+            return;
+        }
+        let mut due = [const { None }; WAKE_FANOUT];
+        {
+            let mut waiting = self.waiting.lock();
+            let mut taken = 0;
+            while taken < count.min(WAKE_FANOUT) {
+                match waiting.queue.front() {
+                    Some((seen, _)) if *seen < head => {
+                        let (_, waiter) = waiting.queue.pop_front().expect("front exists");
+                        if let Some(waiter) = waiter.upgrade() {
+                            due[taken] = Some(waiter);
+                            taken += 1;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            let oldest = waiting.queue.front().map_or(u64::MAX, |(seen, _)| *seen);
+            self.oldest_seen.store(oldest, Ordering::SeqCst);
+        }
+        for waiter in due.iter().flatten() {
+            waiter.wake();
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.waiting.lock().queue.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+
+    fn read_all(log: &MemoryLog, from: u64) -> (Vec<Event>, u64) {
+        let mut events = Vec::new();
+        let next = log.read(from, &mut |event| {
+            events.push(event.clone());
+            true
+        });
+        (events, next.expect("not behind"))
+    }
+
+    fn data(text: &str) -> Event {
+        Event::data(text)
+    }
+
+    #[test]
+    fn numbered_ids_are_positions_that_start_from_the_clock() {
+        let before = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64;
+        let log = MemoryLog::new(10);
+        let head = log.head();
+        assert!(head >= before, "a later log numbers from later");
+        let first = log.append(data("a"), true).unwrap();
+        let own = log.append(Event::builder().id("mine").data("b").build().unwrap(), true).unwrap();
+        let comment = log.append(Event::comment("c"), true).unwrap();
+        let plain = log.append(data("d"), false).unwrap();
+        let last = log.append(data("e"), true).unwrap();
+        assert_eq!(first.id(), Some(head.to_string().as_str()));
+        assert_eq!((own.id(), comment.id(), plain.id()), (Some("mine"), None, None));
+        assert_eq!(last.id(), Some((head + 4).to_string().as_str()), "each event takes a position");
+        assert_eq!(log.head(), head + 5);
+    }
+
+    #[test]
+    fn a_client_resumes_right_after_its_id_and_the_latest_duplicate_counts() {
+        let log = MemoryLog::new(10);
+        let a = log.append(data("a"), true).unwrap();
+        log.append(Event::builder().id("x").data("first x").build().unwrap(), true).unwrap();
+        log.append(data("b"), true).unwrap();
+        log.append(Event::builder().id("x").data("second x").build().unwrap(), true).unwrap();
+        log.append(data("c"), true).unwrap();
+        let after_a = log.position_after(a.id().unwrap()).unwrap();
+        assert_eq!(read_all(&log, after_a).0.len(), 4);
+        let after_x = log.position_after("x").unwrap();
+        assert_eq!(read_all(&log, after_x).0, [log_event(&log, after_x)]);
+        assert_eq!(log.position_after("unknown"), None);
+        assert_eq!(log.position_after("1"), None, "a number this log never gave");
+    }
+
+    /// The event at `position`.
+    fn log_event(log: &MemoryLog, position: u64) -> Event {
+        let mut found = None;
+        log.read(position, &mut |event| {
+            found = Some(event.clone());
+            false
+        })
+        .unwrap();
+        found.unwrap()
+    }
+
+    #[test]
+    fn reading_stops_where_the_reader_says_and_a_reader_left_behind_is_told() {
+        let log = MemoryLog::new(3);
+        let start = log.head();
+        for n in 0..3 {
+            log.append(data(&n.to_string()), true).unwrap();
+        }
+        let mut taken = 0;
+        let next = log.read(start, &mut |_| {
+            taken += 1;
+            taken < 2
+        });
+        assert_eq!(next, Ok(start + 1), "the refused event is not consumed");
+        log.append(data("3"), true).unwrap();
+        assert_eq!(log.read(start, &mut |_| true), Err(FellBehind { oldest: start + 1 }));
+        let (events, next) = read_all(&log, start + 1);
+        let ids: Vec<_> = events.iter().map(|e| e.id().unwrap().to_owned()).collect();
+        assert_eq!(ids, [start + 1, start + 2, start + 3].map(|p| p.to_string()));
+        assert_eq!(next, start + 4);
+    }
+
+    #[test]
+    fn the_byte_bound_keeps_the_newest_event_however_large() {
+        let log = MemoryLog::new(100).max_bytes(64);
+        for n in 0..10 {
+            log.append(data(&n.to_string()), false).unwrap();
+            assert!(log.bytes() <= 64);
+        }
+        log.append(data(&"x".repeat(100)), false).unwrap();
+        assert_eq!(log.len(), 1, "alone, over the bound");
+        log.append(data("y"), false).unwrap();
+        assert_eq!(read_all(&log, log.oldest()).0, [data("y")]);
+    }
+
+    #[test]
+    fn watching_is_refused_once_the_head_has_moved() {
+        let log = MemoryLog::new(10);
+        let seen = log.head();
+        log.append(data("a"), true).unwrap();
+        assert!(!log.watch(seen, &Waiter::current()));
+        assert!(log.watch(log.head(), &Waiter::current()));
+    }
+
+    #[test]
+    fn a_publish_wakes_a_few_waiters_and_each_reader_passes_the_wake_up_on() {
+        let log = MemoryLog::new(10);
+        let seen = log.head();
+        let waiters: Vec<_> = (0..20).map(|_| Waiter::current()).collect();
+        for waiter in &waiters {
+            assert!(log.watch(seen, waiter));
+        }
+        log.append(data("a"), true).unwrap();
+        assert_eq!(log.waiters.len(), 20 - WAKE_FANOUT, "the publisher woke only a few");
+        log.read(seen, &mut |_| true).unwrap();
+        assert_eq!(log.waiters.len(), 20 - 2 * WAKE_FANOUT, "a woken reader woke more");
+        // One that asked after the publish saw the new head: it is not woken for it.
+        let late = Waiter::current();
+        assert!(log.watch(log.head(), &late));
+        for _ in 0..10 {
+            log.read(seen, &mut |_| true).unwrap();
+        }
+        assert_eq!(log.waiters.len(), 1, "only the late waiter is left");
+    }
+
+    #[test]
+    fn waiters_that_are_gone_are_swept_out() {
+        let log = MemoryLog::new(10);
+        let head = log.head();
+        for _ in 0..1000 {
+            // Connections that ask to be woken, then close without the log ever moving.
+            log.watch(head, &Waiter::current());
+        }
+        let live = Waiter::current();
+        log.watch(head, &live);
+        assert!(log.waiters.len() < 200, "{} entries kept", log.waiters.len());
+    }
+}
