@@ -11,14 +11,18 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, TryRecvError};
 
 use crate::event::Event;
-use crate::log::{EventLog, FellBehind, Waiter};
+use crate::log::{EventLog, FellBehind};
 use crate::registry::{CloseReason, Connection, OverflowPolicy, Queued};
 use crate::stats::Counters;
+use crate::wait::Waiter;
 
 /// The most bytes of events gathered into one write. A backlog (a slow reader's, a replay) is
 /// written in pieces of about this size, so no connection holds a copy of it all at once; an event
 /// this large or larger is written from its shared bytes, not copied.
 pub(crate) const MAX_BATCH: usize = 64 * 1024;
+
+/// How long a connection that wrote a small batch while more events came lets them gather.
+const LINGER: Duration = Duration::from_micros(100);
 
 /// A message for one connection alone ([`SseHandler::send_one`](crate::SseHandler::send_one), a
 /// connect hook's greeting), written once the connection has read the log up to `after`: the head
@@ -75,10 +79,8 @@ pub(crate) fn run(
     let end_of_life = pacing.max_lifetime().map(|lifetime| Instant::now() + lifetime);
     let waiter = Waiter::current();
     let mut reader = Reader { stream, cursor, next_private: None, stop_at: None };
-    let mut batch = Batch { bytes: opening, events: 0, large: None };
+    let mut batch = Batch { bytes: opening, large: None, count: 0 };
     let mut last_write = Instant::now();
-    // The position the log was asked to wake us past, so that each wait asks once.
-    let mut watching = None;
     loop {
         if end_of_life.is_some_and(|end| Instant::now() >= end) {
             let _ = write_all(out, pacing.farewell().as_bytes());
@@ -109,8 +111,9 @@ pub(crate) fn run(
                     reader.cursor = oldest;
                     connection.counters.dropped.fetch_add(missed, Ordering::Relaxed);
                     Counters::add(&pacing.counters().events_dropped, missed);
-                    let note = format!("{missed} events dropped: this connection fell behind");
-                    batch.bytes.extend_from_slice(Event::comment(note).as_bytes());
+                    batch.note(&Event::comment(format!(
+                        "{missed} events dropped: this connection fell behind"
+                    )));
                     continue;
                 }
             }
@@ -120,9 +123,16 @@ pub(crate) fn run(
                 return close_reason_for(&err);
             }
             last_write = Instant::now();
-            connection.counters.sent.fetch_add(batch.events, Ordering::Relaxed);
-            Counters::add(&pacing.counters().events_sent, batch.events);
+            connection.counters.sent.fetch_add(batch.count, Ordering::Relaxed);
+            Counters::add(&pacing.counters().events_sent, batch.count);
+            let small = !batch.is_full();
             batch.clear();
+            // After a small batch, let the next events gather for a moment before reading again:
+            // in a burst that makes one write of many events instead of one per event, and keeps
+            // this thread off the wait list, so the publisher has no one to wake.
+            if small && stream.log.head() > reader.cursor && LINGER > Duration::ZERO {
+                std::thread::park_timeout(LINGER);
+            }
             continue;
         }
         if reader.is_done() {
@@ -138,16 +148,7 @@ pub(crate) fn run(
             wait = wait.min(end.saturating_duration_since(Instant::now()));
         }
         if !wait.is_zero() {
-            if watching != Some(reader.cursor) {
-                if !stream.log.watch(reader.cursor, &waiter) {
-                    continue; // it moved meanwhile
-                }
-                watching = Some(reader.cursor);
-            }
-            let cursor = reader.cursor;
-            connection.park_unless(wait, || {
-                stream.log.head() != cursor || !stream.queue.is_empty() || connection.close_reason().is_some()
-            });
+            stream.log.wait(reader.cursor, &waiter, wait);
             continue;
         }
         if end_of_life.is_some_and(|end| Instant::now() >= end) {
@@ -192,13 +193,19 @@ impl Reader<'_> {
             };
             if self.cursor < until {
                 let mut position = self.cursor;
+                // Each read copies a little while the log is locked; more reads follow unlocked.
+                let copy_until = batch.bytes.len() + MAX_COPY_PER_LOCK;
                 self.cursor = self.stream.log.read(self.cursor, &mut |event| {
-                    if position >= until || (info.wants(event) && !batch.add(event)) {
+                    let wanted = info.wants(event);
+                    if position >= until || batch.bytes.len() >= copy_until || (wanted && !batch.add(event)) {
                         return false;
                     }
                     position += 1;
                     true
                 })?;
+                if batch.bytes.len() >= copy_until && !batch.is_full() && self.cursor < until {
+                    continue; // there may be more
+                }
             }
             if batch.is_full() || self.cursor < until {
                 return Ok(()); // full, or caught up with the log's head
@@ -229,12 +236,19 @@ impl Reader<'_> {
     }
 }
 
-/// Events gathered for one write.
+/// The most bytes copied out of the log while it is locked for one read: the publisher waits for
+/// readers to let go before it appends, so each holds it only for a short copy.
+const MAX_COPY_PER_LOCK: usize = 16 * 1024;
+
+/// Events gathered for one write: copied into one buffer, except an event of [`MAX_BATCH`] bytes or
+/// more, which ends the batch and is written from its own shared bytes. Copying (rather than taking
+/// shared handles) keeps readers from touching the events' shared counters, which on many cores
+/// would bounce between them.
 struct Batch {
     bytes: Vec<u8>,
-    events: u64,
-    /// An event of [`MAX_BATCH`] bytes or more, written after `bytes` from its own shared bytes.
     large: Option<Event>,
+    /// Events that count as sent (a note to the client does not).
+    count: u64,
 }
 
 impl Batch {
@@ -248,8 +262,13 @@ impl Batch {
         } else {
             self.bytes.extend_from_slice(event.as_bytes());
         }
-        self.events += 1;
+        self.count += 1;
         true
+    }
+
+    /// Adds a note for the client, such as a comment; it is not counted as an event sent.
+    fn note(&mut self, note: &Event) {
+        self.bytes.extend_from_slice(note.as_bytes());
     }
 
     fn is_full(&self) -> bool {
@@ -270,10 +289,11 @@ impl Batch {
 
     fn clear(&mut self) {
         self.bytes.clear();
-        self.events = 0;
         self.large = None;
+        self.count = 0;
     }
 
+    /// Lets go of a large buffer on an idle stream.
     fn shrink(&mut self) {
         if self.bytes.capacity() > 4096 {
             self.bytes = Vec::new();

@@ -17,6 +17,7 @@ mod log;
 mod registry;
 mod server;
 mod stats;
+mod wait;
 #[cfg(feature = "websocket")]
 pub mod ws;
 
@@ -26,9 +27,10 @@ pub use error::{Error, Field, FieldProblem, Phase, Result};
 pub use event::{Event, EventBuilder};
 pub use handler::{HandlerBuilder, NewConnection, Sent, SseHandler};
 pub use http::{Request, Response};
-pub use log::{EventLog, FellBehind, MemoryLog, Waiter};
+pub use log::{EventLog, FellBehind, MemoryLog};
 pub use registry::{CloseReason, ConnectionId, ConnectionInfo, ConnectionStats, OverflowPolicy, Replay};
 pub use server::{Server, ServerConfig, ServerHandle, ShutdownReport};
 pub use stats::Stats;
+pub use wait::Waiter;
 #[cfg(feature = "websocket")]
 pub use ws::{WsConfig, WsHandler};

@@ -9,22 +9,22 @@
 //! duplicate.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
-use std::thread::Thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 
 use crate::error::Result;
 use crate::event::Event;
+use crate::wait::{WaitList, Waiter};
 
 /// Where broadcast events live, in publish order, and how readers follow them.
 ///
 /// Positions are numbers that grow by one per appended event and never repeat within a log. A
 /// reader keeps the position of the next event it wants and calls [`read`](EventLog::read) from it;
-/// when it has caught up with the [`head`](EventLog::head), it asks to be woken once the head moves
-/// ([`watch`](EventLog::watch)) and parks.
+/// when it has caught up with the [`head`](EventLog::head), it [`wait`](EventLog::wait)s for the head
+/// to move.
 ///
 /// [`MemoryLog`] is the implementation every handler uses unless given another. An implementation
 /// shared by several server instances keeps its own order and ids (a log server's) and feeds a
@@ -80,10 +80,10 @@ pub trait EventLog: Send + Sync + 'static {
     /// [`FellBehind`] when events from `from` on have already left the log.
     fn read(&self, from: u64, visit: &mut dyn FnMut(&Event) -> bool) -> std::result::Result<u64, FellBehind>;
 
-    /// Asks the log to wake `waiter` once its head is past `seen`. Returns `false`, and the caller
-    /// should read instead of parking, when the head is past `seen` already. A waiter is woken at most
-    /// once per call, and perhaps spuriously; one that is dropped is never woken.
-    fn watch(&self, seen: u64, waiter: &Arc<Waiter>) -> bool;
+    /// Blocks the calling thread, whose `waiter` this is, until the head is past `seen`, `timeout`
+    /// passes, or another thread unparks it ([`Thread::unpark`](std::thread::Thread::unpark)); it may
+    /// also return for no reason, so callers look at what they wait for again.
+    fn wait(&self, seen: u64, waiter: &Arc<Waiter>, timeout: Duration);
 }
 
 /// The answer of [`EventLog::read`] to a reader whose next events have left the log.
@@ -92,29 +92,6 @@ pub struct FellBehind {
     /// The position of the oldest event still in the log.
     pub oldest: u64,
 }
-
-/// A thread that waits for a log to move (see [`EventLog::watch`]).
-#[derive(Debug)]
-pub struct Waiter {
-    thread: Thread,
-}
-
-impl Waiter {
-    /// A waiter for the calling thread, which then waits with [`std::thread::park_timeout`].
-    pub fn current() -> Arc<Waiter> {
-        Arc::new(Waiter { thread: std::thread::current() })
-    }
-
-    /// Wakes the waiting thread (or makes its next park return at once).
-    pub fn wake(&self) {
-        self.thread.unpark();
-    }
-}
-
-/// How many waiters one waking thread wakes itself: the publisher wakes this many, and each woken
-/// reader wakes this many more before it reads, so waking thousands of readers takes a few rounds
-/// on every core instead of one long loop on the publisher's.
-const WAKE_FANOUT: usize = 4;
 
 /// Recent events in memory, bounded by count and optionally by bytes and by age.
 ///
@@ -282,7 +259,7 @@ impl EventLog for MemoryLog {
             self.head.store(position + 1, Ordering::SeqCst);
             (position + 1, event)
         };
-        self.waiters.wake_behind(head.0, WAKE_FANOUT);
+        self.waiters.wake_behind(head.0);
         Ok(head.1)
     }
 
@@ -316,8 +293,6 @@ impl EventLog for MemoryLog {
     }
 
     fn read(&self, from: u64, visit: &mut dyn FnMut(&Event) -> bool) -> std::result::Result<u64, FellBehind> {
-        // Readers woken by a publish pass the wake-up on before they read (see `WAKE_FANOUT`).
-        self.waiters.wake_behind(self.head(), WAKE_FANOUT);
         let ring = self.ring.read();
         if from < ring.tail {
             return Err(FellBehind { oldest: self.first_live(&ring) });
@@ -333,80 +308,8 @@ impl EventLog for MemoryLog {
         Ok(next)
     }
 
-    fn watch(&self, seen: u64, waiter: &Arc<Waiter>) -> bool {
-        self.waiters.add(seen, waiter);
-        self.head() == seen
-    }
-}
-
-/// Readers waiting for the head to move, in the order they asked, each with the head it saw.
-struct WaitList {
-    waiting: Mutex<Waiting>,
-    /// The head the longest-waiting reader saw (`u64::MAX` when none waits), so that a publisher
-    /// and a reader can tell without the lock whether anyone is left behind.
-    oldest_seen: AtomicU64,
-}
-
-impl Default for WaitList {
-    fn default() -> Self {
-        WaitList { waiting: Mutex::default(), oldest_seen: AtomicU64::new(u64::MAX) }
-    }
-}
-
-#[derive(Default)]
-struct Waiting {
-    queue: VecDeque<(u64, Weak<Waiter>)>,
-    /// Queue length past which entries of readers that are gone are swept out.
-    sweep_at: usize,
-}
-
-impl WaitList {
-    fn add(&self, seen: u64, waiter: &Arc<Waiter>) {
-        let mut waiting = self.waiting.lock();
-        if waiting.queue.len() >= waiting.sweep_at.max(64) {
-            // Connections that closed while waiting leave entries behind until the head moves; keep
-            // their number in proportion to the live ones.
-            waiting.queue.retain(|(_, waiter)| waiter.strong_count() > 0);
-            waiting.sweep_at = 2 * waiting.queue.len();
-        }
-        if waiting.queue.is_empty() {
-            self.oldest_seen.store(seen, Ordering::SeqCst);
-        }
-        waiting.queue.push_back((seen, Arc::downgrade(waiter)));
-    }
-
-    /// Wakes up to `count` readers that saw a head older than `head`, longest waiting first.
-    fn wake_behind(&self, head: u64, count: usize) {
-        if self.oldest_seen.load(Ordering::SeqCst) >= head {
-            return;
-        }
-        let mut due = [const { None }; WAKE_FANOUT];
-        {
-            let mut waiting = self.waiting.lock();
-            let mut taken = 0;
-            while taken < count.min(WAKE_FANOUT) {
-                match waiting.queue.front() {
-                    Some((seen, _)) if *seen < head => {
-                        let (_, waiter) = waiting.queue.pop_front().expect("front exists");
-                        if let Some(waiter) = waiter.upgrade() {
-                            due[taken] = Some(waiter);
-                            taken += 1;
-                        }
-                    }
-                    _ => break,
-                }
-            }
-            let oldest = waiting.queue.front().map_or(u64::MAX, |(seen, _)| *seen);
-            self.oldest_seen.store(oldest, Ordering::SeqCst);
-        }
-        for waiter in due.iter().flatten() {
-            waiter.wake();
-        }
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.waiting.lock().queue.len()
+    fn wait(&self, seen: u64, waiter: &Arc<Waiter>, timeout: Duration) {
+        self.waiters.wait(seen, || self.head(), waiter, timeout);
     }
 }
 
@@ -507,34 +410,45 @@ mod tests {
         assert_eq!(read_all(&log, log.oldest()).0, [data("y")]);
     }
 
-    #[test]
-    fn watching_is_refused_once_the_head_has_moved() {
-        let log = MemoryLog::new(10);
-        let seen = log.head();
-        log.append(data("a"), true).unwrap();
-        assert!(!log.watch(seen, &Waiter::current()));
-        assert!(log.watch(log.head(), &Waiter::current()));
+    /// Waits on `log` from a thread of its own; returns when the wait ends.
+    fn waiting(log: &Arc<MemoryLog>, seen: u64) -> std::thread::JoinHandle<()> {
+        let log = Arc::clone(log);
+        std::thread::spawn(move || log.wait(seen, &Waiter::current(), Duration::from_secs(3600)))
+    }
+
+    /// Waits (bounded) until `n` readers are on the wait list.
+    fn until_listed(log: &MemoryLog, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while log.waiters.len() < n {
+            assert!(Instant::now() < deadline, "{} of {n} waiting", log.waiters.len());
+            std::thread::yield_now();
+        }
     }
 
     #[test]
-    fn a_publish_wakes_a_few_waiters_and_each_reader_passes_the_wake_up_on() {
+    fn a_wait_ends_at_once_if_the_head_has_moved_and_at_its_timeout_otherwise() {
         let log = MemoryLog::new(10);
         let seen = log.head();
-        let waiters: Vec<_> = (0..20).map(|_| Waiter::current()).collect();
-        for waiter in &waiters {
-            assert!(log.watch(seen, waiter));
-        }
         log.append(data("a"), true).unwrap();
-        assert_eq!(log.waiters.len(), 20 - WAKE_FANOUT, "the publisher woke only a few");
-        log.read(seen, &mut |_| true).unwrap();
-        assert_eq!(log.waiters.len(), 20 - 2 * WAKE_FANOUT, "a woken reader woke more");
-        // One that asked after the publish saw the new head: it is not woken for it.
-        let late = Waiter::current();
-        assert!(log.watch(log.head(), &late));
-        for _ in 0..10 {
-            log.read(seen, &mut |_| true).unwrap();
+        log.wait(seen, &Waiter::current(), Duration::from_secs(3600));
+        let started = Instant::now();
+        log.wait(log.head(), &Waiter::current(), Duration::from_millis(20));
+        assert!(started.elapsed() >= Duration::from_millis(20));
+    }
+
+    #[test]
+    fn one_publish_wakes_every_waiting_reader_however_many() {
+        let log = Arc::new(MemoryLog::new(10));
+        let seen = log.head();
+        // More than the publisher wakes itself: the rest are woken by the readers it woke.
+        let readers: Vec<_> =
+            (0..3 * crate::wait::FANOUT * crate::wait::FANOUT).map(|_| waiting(&log, seen)).collect();
+        until_listed(&log, readers.len());
+        log.append(data("a"), true).unwrap();
+        assert_eq!(log.waiters.len(), 0, "all taken off the list at once");
+        for reader in readers {
+            reader.join().unwrap();
         }
-        assert_eq!(log.waiters.len(), 1, "only the late waiter is left");
     }
 
     #[test]
@@ -542,11 +456,19 @@ mod tests {
         let log = MemoryLog::new(10);
         let head = log.head();
         for _ in 0..1000 {
-            // Connections that ask to be woken, then close without the log ever moving.
-            log.watch(head, &Waiter::current());
+            // Connections that waited, then closed without the log ever moving.
+            log.wait(head, &Waiter::current(), Duration::from_micros(1));
         }
-        let live = Waiter::current();
-        log.watch(head, &live);
         assert!(log.waiters.len() < 200, "{} entries kept", log.waiters.len());
+    }
+
+    #[test]
+    fn a_reader_is_listed_once_per_head_however_often_it_waits() {
+        let log = MemoryLog::new(10);
+        let waiter = Waiter::current();
+        for _ in 0..10 {
+            log.wait(log.head(), &waiter, Duration::from_micros(1));
+        }
+        assert_eq!(log.waiters.len(), 1);
     }
 }

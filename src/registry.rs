@@ -9,7 +9,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -259,17 +259,7 @@ impl Connection {
         }
     }
 
-    /// Parks the connection's own thread (the one that created it) for up to `timeout`, unless
-    /// `ready` holds. Whoever makes `ready` hold unparks the thread afterwards, and an unpark that
-    /// comes before the park makes it return at once, so no wake-up is missed. It may also return
-    /// early for no reason (an unpark meant for an earlier wait): the caller looks again.
-    pub(crate) fn park_unless(&self, timeout: Duration, ready: impl Fn() -> bool) {
-        if !ready() {
-            std::thread::park_timeout(timeout);
-        }
-    }
-
-    /// Wakes the connection's thread whatever it is doing, to see that its queue is closed.
+    /// Wakes the connection's thread whatever it is doing: its queue has something, or is closed.
     pub(crate) fn wake_now(&self) {
         self.thread.unpark();
     }
