@@ -51,7 +51,7 @@ pub fn start_with(builder: HandlerBuilder, server_config: ServerConfig) -> TestS
 }
 
 /// Opens a stream and checks it was accepted. The connection is registered by the time this returns.
-pub fn subscribe(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> client::Response {
+pub fn subscribe(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> client::ReceivedResponse {
     let response = client::connect(addr, path, headers, TIMEOUT).expect("connect");
     assert_eq!(response.status(), 200, "{:?}", response.headers());
     response

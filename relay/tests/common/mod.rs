@@ -158,7 +158,7 @@ impl Relay {
     }
 
     /// Opens a stream and checks it was accepted. The relay has registered it when this returns.
-    pub fn subscribe(&self, path: &str, headers: &[(&str, &str)]) -> client::Response {
+    pub fn subscribe(&self, path: &str, headers: &[(&str, &str)]) -> client::ReceivedResponse {
         let response = client::connect(self.addr, path, headers, TIMEOUT).expect("connect");
         assert_eq!(response.status(), 200, "{:?}", response.headers());
         response
