@@ -6,6 +6,7 @@ mod common;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -495,12 +496,17 @@ fn a_handle_closes_the_source_from_another_thread() {
     until_open(&mut source);
     assert!(matches!(update(&mut source), Update::Comment(text) if text == "hello"));
     let (done, finished) = mpsc::channel();
+    let (started, reader_task) = mpsc::channel();
     let reader = thread::spawn(move || {
+        started.send(std::fs::read_link("/proc/thread-self").ok()).unwrap();
         // Blocks: the server sends nothing more and the idle timeout is long.
         let next = source.next_update();
         done.send(()).unwrap();
         (next.map(|update| update.is_none()), source)
     });
+    if let Some(task) = reader_task.recv_timeout(TIMEOUT).unwrap() {
+        wait_until_asleep(&Path::new("/proc").join(task));
+    }
     assert_eq!(handle.state(), State::Open);
     handle.close();
     finished.recv_timeout(TIMEOUT).expect("the blocked read ends at once");
@@ -508,6 +514,15 @@ fn a_handle_closes_the_source_from_another_thread() {
     assert!(next.unwrap(), "a closed source ends");
     assert_eq!(source.state(), State::Closed);
     script.assert_no_more_connections();
+}
+
+/// Waits (bounded) until the thread with this `/proc` entry sleeps in the kernel: for a thread that
+/// only reads a socket, until it is blocked in the read. (Where there is no `/proc`, callers skip it.)
+fn wait_until_asleep(task: &Path) {
+    wait_until("the thread blocks", || {
+        let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
+        stat.rsplit_once(')').is_some_and(|(_, fields)| fields.trim_start().starts_with('S'))
+    });
 }
 
 #[test]
