@@ -547,7 +547,7 @@ impl<S: Read + Write> EventSource<S> {
         let mut url = self.url.clone();
         let mut redirects = 0;
         loop {
-            let response = self.request(&url).map_err(|error| Attempt::Retry(self.explain_timeout(error)))?;
+            let response = self.request(&url).map_err(Attempt::Retry)?;
             match response.status() {
                 200 => {
                     check_content_type(response.header("content-type"))?;
@@ -573,6 +573,7 @@ impl<S: Read + Write> EventSource<S> {
     }
 
     /// Connects to `url` and sends the request; returns once the response head has arrived.
+    /// A timeout after connecting is reported as the idle timeout's.
     fn request(&mut self, url: &Url) -> io::Result<http::ReceivedResponse<S>> {
         let target = Target { url, connect_timeout: self.connect_timeout, idle_timeout: self.idle_timeout };
         let connection = (self.connector)(&target)?;
@@ -589,6 +590,7 @@ impl<S: Read + Write> EventSource<S> {
         }
         let headers = http::with_stream_defaults(&headers);
         http::exchange(connection, &url.authority, "GET", &url.target, &headers, None)
+            .map_err(|error| self.explain_timeout(error))
     }
 }
 
