@@ -225,7 +225,11 @@ impl Reader<'_> {
         }
         match self.stream.queue.try_recv() {
             Ok(private) => self.next_private = Some(private),
-            Err(TryRecvError::Disconnected) => self.stop_at = Some(self.stream.log.head()),
+            Err(TryRecvError::Disconnected) => {
+                // What was published before the stop is still written; nothing after it.
+                let stopped = self.stream.connection.stop_position.get().copied().unwrap_or(u64::MAX);
+                self.stop_at = Some(stopped.min(self.stream.log.head()));
+            }
             Err(TryRecvError::Empty) => {}
         }
     }
@@ -436,7 +440,8 @@ mod tests {
         log.append(Event::data("a"), false).unwrap();
         send_one(&parts.0, &log, "for you");
         log.append(Event::data("b"), false).unwrap();
-        parts.0.remove(1.into(), CloseReason::Stopped);
+        parts.0.remove_at(1.into(), CloseReason::Stopped, log.head());
+        log.append(Event::data("published after the stop"), false).unwrap();
         let mut out = Vec::new();
         let pacing = pacing();
         assert_eq!(run_to_end(&log, start, &parts, &pacing, &mut out), CloseReason::Stopped);

@@ -349,7 +349,8 @@ impl SseHandler {
     /// # Errors
     /// [`Error::UnknownConnection`] if no open stream has this id.
     pub fn stop_one(&self, id: ConnectionId) -> Result<()> {
-        self.shared.registry.remove(id, CloseReason::Stopped).ok_or(Error::UnknownConnection(id))?;
+        let head = self.shared.log.head();
+        self.shared.registry.remove_at(id, CloseReason::Stopped, head).ok_or(Error::UnknownConnection(id))?;
         log::debug!("stream {id}: stopped by the application");
         Ok(())
     }
@@ -362,8 +363,12 @@ impl SseHandler {
     /// # Errors
     /// [`Error::UnknownConnection`] if no open stream has this id.
     pub fn stop_one_within(&self, id: ConnectionId, timeout: Duration) -> Result<bool> {
-        let connection =
-            self.shared.registry.remove(id, CloseReason::Stopped).ok_or(Error::UnknownConnection(id))?;
+        let head = self.shared.log.head();
+        let connection = self
+            .shared
+            .registry
+            .remove_at(id, CloseReason::Stopped, head)
+            .ok_or(Error::UnknownConnection(id))?;
         log::debug!("stream {id}: stopped by the application");
         Ok(finish_within(&[connection], timeout) == 0)
     }
@@ -430,7 +435,7 @@ impl SseHandler {
     fn end_all(&self) -> Vec<Arc<Connection>> {
         // A connection registering meanwhile sees the flag after it registers, and leaves.
         self.shared.shut_down.store(true, Ordering::SeqCst);
-        let ended = self.shared.registry.remove_all(CloseReason::ShutDown);
+        let ended = self.shared.registry.remove_all(CloseReason::ShutDown, self.shared.log.head());
         if !ended.is_empty() {
             log::debug!("handler shut down, ending {} streams", ended.len());
         }

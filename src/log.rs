@@ -86,6 +86,34 @@ pub trait EventLog: Send + Sync + 'static {
     fn wait(&self, seen: u64, waiter: &Arc<Waiter>, timeout: Duration);
 }
 
+/// A log shared by several handlers (one after another, say, across a restart of the server) is an
+/// `Arc` of one.
+impl<L: EventLog + ?Sized> EventLog for Arc<L> {
+    fn append(&self, event: Event, number: bool) -> Result<Event> {
+        (**self).append(event, number)
+    }
+
+    fn head(&self) -> u64 {
+        (**self).head()
+    }
+
+    fn oldest(&self) -> u64 {
+        (**self).oldest()
+    }
+
+    fn position_after(&self, last_event_id: &str) -> Option<u64> {
+        (**self).position_after(last_event_id)
+    }
+
+    fn read(&self, from: u64, visit: &mut dyn FnMut(&Event) -> bool) -> std::result::Result<u64, FellBehind> {
+        (**self).read(from, visit)
+    }
+
+    fn wait(&self, seen: u64, waiter: &Arc<Waiter>, timeout: Duration) {
+        (**self).wait(seen, waiter, timeout);
+    }
+}
+
 /// The answer of [`EventLog::read`] to a reader whose next events have left the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FellBehind {

@@ -234,6 +234,9 @@ pub(crate) struct Connection {
     pub(crate) pending_bytes: AtomicUsize,
     /// Set once, by whoever ends the connection first.
     pub(crate) close_reason: OnceLock<CloseReason>,
+    /// Where an event stream stops reading the log once it is stopped: the log's head when the
+    /// application stopped it, so that what is published afterwards is not written to it.
+    pub(crate) stop_position: OnceLock<u64>,
     pub(crate) counters: ConnectionCounters,
     /// The socket, when the handler owns it, so a stop or shutdown can end a write that is stuck.
     pub(crate) socket: Option<Arc<TcpStream>>,
@@ -251,6 +254,7 @@ impl Connection {
             pending: AtomicUsize::new(0),
             pending_bytes: AtomicUsize::new(0),
             close_reason: OnceLock::new(),
+            stop_position: OnceLock::new(),
             counters: ConnectionCounters::default(),
             socket,
             finished: Mutex::new(false),
@@ -381,16 +385,29 @@ impl<M: Queued> Registry<M> {
     /// Removes a connection, recording why (unless a reason was already recorded). Dropping its
     /// sender disconnects the queue, which is what tells the connection thread to finish.
     pub(crate) fn remove(&self, id: ConnectionId, reason: CloseReason) -> Option<Arc<Connection>> {
+        self.remove_at(id, reason, u64::MAX)
+    }
+
+    /// As [`remove`](Registry::remove), recording the log position where the stream stops.
+    pub(crate) fn remove_at(
+        &self,
+        id: ConnectionId,
+        reason: CloseReason,
+        position: u64,
+    ) -> Option<Arc<Connection>> {
         let entry = self.entries.write().remove(&id)?;
+        let _ = entry.connection.stop_position.set(position);
         let _ = entry.connection.close_reason.set(reason);
         Some(entry.close())
     }
 
-    pub(crate) fn remove_all(&self, reason: CloseReason) -> Vec<Arc<Connection>> {
+    /// Removes every connection, recording why and the log position where the streams stop.
+    pub(crate) fn remove_all(&self, reason: CloseReason, position: u64) -> Vec<Arc<Connection>> {
         let entries: Vec<Entry<M>> = self.entries.write().drain().map(|(_, entry)| entry).collect();
         entries
             .into_iter()
             .map(|entry| {
+                let _ = entry.connection.stop_position.set(position);
                 let _ = entry.connection.close_reason.set(reason.clone());
                 entry.close()
             })

@@ -71,7 +71,7 @@ fn event_type_filtering() {
         server.handler.send_all(event.build().unwrap()).unwrap();
     }
     server.handler.send_all(Event::data("end")).unwrap();
-    let collect = |response: &mut sse_handler::client::Response, n: usize| -> Vec<String> {
+    let collect = |response: &mut sse_handler::client::ReceivedResponse, n: usize| -> Vec<String> {
         (0..n).map(|_| next_event(response.events()).data).collect()
     };
     assert_eq!(collect(&mut only_a, 2), ["1", "4"]);

@@ -14,7 +14,7 @@ use sse_handler::{CloseReason, Config, Event, OverflowPolicy, ServerConfig, SseH
 
 /// Reads `count` events, pausing now and then as a client that does work per event would, so that
 /// it is far slower than the publisher. Returns the (id, data) pairs.
-fn read_slowly(response: &mut sse_handler::client::Response, count: usize) -> Vec<(String, String)> {
+fn read_slowly(response: &mut sse_handler::client::ReceivedResponse, count: usize) -> Vec<(String, String)> {
     (0..count)
         .map(|n| {
             if n % 50 == 0 {
@@ -58,7 +58,7 @@ fn readers_slower_than_the_publisher_get_every_event_in_order_without_reconnecti
 fn fall_off_the_log(
     policy: OverflowPolicy,
     capacity: usize,
-) -> (TestServer, sse_handler::client::Response, Vec<String>, Arc<Mutex<Vec<CloseReason>>>) {
+) -> (TestServer, sse_handler::client::ReceivedResponse, Vec<String>, Arc<Mutex<Vec<CloseReason>>>) {
     let reasons = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&reasons);
     let config =

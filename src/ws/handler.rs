@@ -360,7 +360,7 @@ impl WsHandler {
             let frame = CloseFrame { code: 1001, reason: "server shutting down".into() };
             let close = Outbound::Close { frame, cause: CloseCause::ShutDown };
             self.shared.registry.broadcast(&close, &QueueLimits::UNBOUNDED);
-            self.shared.registry.remove_all(CloseReason::ShutDown)
+            self.shared.registry.remove_all(CloseReason::ShutDown, u64::MAX)
         };
         log::debug!("websocket handler shut down, closing {} connections", ended.len());
         ended.len()

@@ -186,7 +186,7 @@ impl Relay {
     }
 
     /// Opens a stream and checks it was accepted. The relay has registered it when this returns.
-    pub fn subscribe(&self, path: &str, headers: &[(&str, &str)]) -> client::Response {
+    pub fn subscribe(&self, path: &str, headers: &[(&str, &str)]) -> client::ReceivedResponse {
         let mut response = client::connect(self.addr, path, headers, TIMEOUT).expect("connect");
         assert_eq!(response.status(), 200, "{:?}", response.headers());
         // Every stream starts with bytes right after its head: a `retry:` hint, or a comment.
