@@ -152,7 +152,8 @@ struct Ring {
 
 struct Stored {
     event: Event,
-    at: Instant,
+    /// When it was appended, where the log has an age bound.
+    at: Option<Instant>,
     numbered: bool,
 }
 
@@ -237,7 +238,10 @@ impl MemoryLog {
 
     /// Whether `stored` is past the age bound.
     fn expired(&self, stored: &Stored, now: Instant) -> bool {
-        self.max_age.is_some_and(|age| now.saturating_duration_since(stored.at) > age)
+        match (self.max_age, stored.at) {
+            (Some(age), Some(at)) => now.saturating_duration_since(at) > age,
+            _ => false,
+        }
     }
 
     /// The position of the oldest event that is not past the age bound.
@@ -266,15 +270,18 @@ impl std::fmt::Debug for MemoryLog {
 
 impl EventLog for MemoryLog {
     fn append(&self, event: Event, number: bool) -> Result<Event> {
+        // The clock is read only for an age bound, and before the lock.
+        let now = self.max_age.map(|_| (self.clock)());
         let head = {
             let mut ring = self.ring.write();
-            let now = (self.clock)();
             let position = ring.head();
             let numbered = number && event.id().is_none() && event.has_data();
             let event = if numbered { event.with_id(position.to_string()) } else { event };
             let size = event.as_bytes().len();
-            while ring.events.front().is_some_and(|oldest| self.expired(oldest, now)) {
-                ring.pop_oldest();
+            if let Some(now) = now {
+                while ring.events.front().is_some_and(|oldest| self.expired(oldest, now)) {
+                    ring.pop_oldest();
+                }
             }
             while ring.events.len() >= self.capacity
                 || self.max_bytes.is_some_and(|max| !ring.events.is_empty() && ring.bytes + size > max)
