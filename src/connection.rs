@@ -92,8 +92,7 @@ pub(crate) fn run(
         }
 
         // Everything ready, in order, up to one batch.
-        if let Err(FellBehind { oldest }) = reader.gather(&mut batch) {
-            let missed = oldest - reader.cursor;
+        if let Err(FellBehind { oldest, missed }) = reader.gather(&mut batch) {
             match pacing.overflow() {
                 OverflowPolicy::Disconnect if batch.is_empty() => {
                     Counters::add(&pacing.counters().slow_client_disconnects, 1);

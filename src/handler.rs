@@ -651,7 +651,7 @@ impl SseHandler {
             Some(last_id) => match log.position_after(last_id) {
                 Some(cursor) => {
                     Counters::add(&shared.counters.replays_served, 1);
-                    (cursor, Replay::Resumed { events: events_between(cursor, head) })
+                    (cursor, Replay::Resumed { events: log.count_from(cursor) })
                 }
                 None => {
                     Counters::add(&shared.counters.replays_missed, 1);
@@ -659,7 +659,7 @@ impl SseHandler {
                         UnknownIdPolicy::ReplayAll => log.oldest(),
                         UnknownIdPolicy::ReplayNone => head,
                     };
-                    (cursor, Replay::UnknownId { events: events_between(cursor, head) })
+                    (cursor, Replay::UnknownId { events: log.count_from(cursor) })
                 }
             },
         };
@@ -755,11 +755,6 @@ impl SseHandler {
             );
         }
     }
-}
-
-/// How many log positions lie from `from` to `to`.
-fn events_between(from: u64, to: u64) -> usize {
-    usize::try_from(to.saturating_sub(from)).unwrap_or(usize::MAX)
 }
 
 enum Checked {

@@ -21,7 +21,8 @@ use crate::wait::{WaitList, Waiter};
 
 /// Where broadcast events live, in publish order, and how readers follow them.
 ///
-/// Positions are numbers that grow by one per appended event and never repeat within a log. A
+/// Positions are numbers that grow with every appended event and never repeat within a log
+/// ([`MemoryLog`]'s grow by one; a log fed from elsewhere may derive them from that source's ids). A
 /// reader keeps the position of the next event it wants and calls [`read`](EventLog::read) from it;
 /// when it has caught up with the [`head`](EventLog::head), it [`wait`](EventLog::wait)s for the head
 /// to move.
@@ -67,6 +68,9 @@ pub trait EventLog: Send + Sync + 'static {
     /// The position of the oldest event a reader can still get (the head, when the log is empty).
     fn oldest(&self) -> u64;
 
+    /// How many events the log holds from position `from` to its head.
+    fn count_from(&self, from: u64) -> usize;
+
     /// Where a client that last saw the event with this id resumes: the position right after it.
     /// `None` when the log does not hold such an event (too old, from another log, never issued).
     /// If several events share the id, the latest counts.
@@ -101,6 +105,10 @@ impl<L: EventLog + ?Sized> EventLog for Arc<L> {
         (**self).oldest()
     }
 
+    fn count_from(&self, from: u64) -> usize {
+        (**self).count_from(from)
+    }
+
     fn position_after(&self, last_event_id: &str) -> Option<u64> {
         (**self).position_after(last_event_id)
     }
@@ -117,8 +125,10 @@ impl<L: EventLog + ?Sized> EventLog for Arc<L> {
 /// The answer of [`EventLog::read`] to a reader whose next events have left the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FellBehind {
-    /// The position of the oldest event still in the log.
+    /// The position of the oldest event still in the log, where the reader may go on.
     pub oldest: u64,
+    /// How many events it missed: those from its position to `oldest`.
+    pub missed: u64,
 }
 
 /// Recent events in memory, bounded by count and optionally by bytes and by age.
@@ -307,6 +317,10 @@ impl EventLog for MemoryLog {
         self.first_live(&ring)
     }
 
+    fn count_from(&self, from: u64) -> usize {
+        usize::try_from(self.head().saturating_sub(from)).unwrap_or(usize::MAX)
+    }
+
     fn position_after(&self, last_event_id: &str) -> Option<u64> {
         let ring = self.ring.read();
         let first_live = self.first_live(&ring);
@@ -330,7 +344,8 @@ impl EventLog for MemoryLog {
     fn read(&self, from: u64, visit: &mut dyn FnMut(&Event) -> bool) -> std::result::Result<u64, FellBehind> {
         let ring = self.ring.read();
         if from < ring.tail {
-            return Err(FellBehind { oldest: self.first_live(&ring) });
+            let oldest = self.first_live(&ring);
+            return Err(FellBehind { oldest, missed: oldest - from });
         }
         let mut next = from;
         let start = usize::try_from(from - ring.tail).unwrap_or(usize::MAX);
@@ -425,7 +440,7 @@ mod tests {
         });
         assert_eq!(next, Ok(start + 1), "the refused event is not consumed");
         log.append(data("3"), true).unwrap();
-        assert_eq!(log.read(start, &mut |_| true), Err(FellBehind { oldest: start + 1 }));
+        assert_eq!(log.read(start, &mut |_| true), Err(FellBehind { oldest: start + 1, missed: 1 }));
         let (events, next) = read_all(&log, start + 1);
         let ids: Vec<_> = events.iter().map(|e| e.id().unwrap().to_owned()).collect();
         assert_eq!(ids, [start + 1, start + 2, start + 3].map(|p| p.to_string()));
