@@ -21,6 +21,9 @@ use crate::wait::Waiter;
 /// this large or larger is written from its shared bytes, not copied.
 pub(crate) const MAX_BATCH: usize = 64 * 1024;
 
+/// The most buffer a waiting stream keeps for its next write.
+const BUFFER_KEPT: usize = 8 * 1024;
+
 /// How long a connection that wrote a small batch while more events came lets them gather.
 const LINGER: Duration = Duration::from_micros(100);
 
@@ -147,6 +150,9 @@ pub(crate) fn run(
             wait = wait.min(end.saturating_duration_since(Instant::now()));
         }
         if !wait.is_zero() {
+            // A buffer grown by a replay or a burst is not kept while the stream waits: with
+            // thousands of streams it would add up, and freed late it fragments the heap.
+            batch.shrink_to(BUFFER_KEPT);
             stream.log.wait(reader.cursor, &waiter, wait);
             continue;
         }
@@ -160,8 +166,8 @@ pub(crate) fn run(
             return close_reason_for(&err);
         }
         last_write = Instant::now();
-        // An idle stream keeps no large buffer.
-        batch.shrink();
+        // An idle stream keeps no buffer at all.
+        batch.shrink_to(0);
         connection.counters.heartbeats.fetch_add(1, Ordering::Relaxed);
         Counters::add(&pacing.counters().heartbeats, 1);
     }
@@ -297,8 +303,9 @@ impl Batch {
     }
 
     /// Lets go of a large buffer on an idle stream.
-    fn shrink(&mut self) {
-        if self.bytes.capacity() > 4096 {
+    /// Lets go of the buffer if it holds more than `bytes`.
+    fn shrink_to(&mut self, bytes: usize) {
+        if self.bytes.capacity() > bytes {
             self.bytes = Vec::new();
         }
     }
