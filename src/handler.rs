@@ -19,7 +19,7 @@ use crate::registry::{
     CloseReason, Connection, ConnectionId, ConnectionInfo, ConnectionStats, OverflowPolicy, Push, Queue,
     QueueLimits, Registry, Replay,
 };
-use crate::stats::{Counters, Stats};
+use crate::stats::{Counters, CountingWriter, Stats};
 
 /// Written right after a stream's head when no `retry:` hint is configured.
 const OPENING_COMMENT: &[u8] = b": open\n\n";
@@ -315,6 +315,7 @@ impl SseHandler {
         self.check_can_send(&event)?;
         let shared = &*self.shared;
         let event = shared.log.append(event, shared.config.auto_ids)?;
+        Counters::add(&shared.counters.events_published, 1);
         Ok(Sent { id: event.id().map(str::to_owned), connections: shared.registry.len() })
     }
 
@@ -599,6 +600,7 @@ impl SseHandler {
             connection: &connection,
             socket: socket.map(|s| &**s),
         };
+        let mut out = CountingWriter::new(out, &shared.counters.bytes_sent);
         let reason = connection::run(&mut out, &stream, cursor, opening, shared);
         Ok(Some(registration.finish(reason)))
     }
@@ -782,7 +784,7 @@ impl Drop for Registration<'_> {
         let info = &self.connection.info;
         let reason = self.connection.close_reason().cloned().unwrap_or(CloseReason::ClientGone);
         self.shared.registry.remove(info.id, reason.clone());
-        Counters::add(&self.shared.counters.connections_closed, 1);
+        self.shared.counters.closed(&reason);
         log::debug!("stream {} closed: {reason}", info.id);
         // A hook that panicked while we unwind would abort the process; skip it then.
         if let (Some(hook), false) = (&self.shared.on_close, std::thread::panicking()) {

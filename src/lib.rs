@@ -12,8 +12,10 @@ mod event;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handler;
+mod health;
 mod http;
 mod log;
+pub mod metrics;
 mod registry;
 mod server;
 mod stats;
@@ -26,6 +28,7 @@ pub use config::{Config, RequestLimits, UnknownIdPolicy};
 pub use error::{Error, Field, FieldProblem, Phase, Result};
 pub use event::{Event, EventBuilder};
 pub use handler::{HandlerBuilder, NewConnection, Sent, SseHandler};
+pub use health::Health;
 pub use http::{Request, Response};
 pub use log::{EventLog, FellBehind, MemoryLog};
 pub use registry::{CloseReason, ConnectionId, ConnectionInfo, ConnectionStats, OverflowPolicy, Replay};

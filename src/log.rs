@@ -17,6 +17,7 @@ use parking_lot::RwLock;
 
 use crate::error::Result;
 use crate::event::Event;
+use crate::health::Health;
 use crate::wait::{WaitList, Waiter};
 
 /// Where broadcast events live, in publish order, and how readers follow them.
@@ -88,6 +89,14 @@ pub trait EventLog: Send + Sync + 'static {
     /// passes, or another thread unparks it ([`Thread::unpark`](std::thread::Thread::unpark)); it may
     /// also return for no reason, so callers look at what they wait for again.
     fn wait(&self, seen: u64, waiter: &Arc<Waiter>, timeout: Duration);
+
+    /// Whether [`append`](EventLog::append) can store events now. A log kept elsewhere (a server
+    /// that several instances share) answers [`Health::Unavailable`] while it cannot reach it, so
+    /// that a health check takes the instance out of a load balancer. The default answers
+    /// [`Health::Ready`]: right for a log, such as [`MemoryLog`], whose appends cannot fail.
+    fn health(&self) -> Health {
+        Health::Ready
+    }
 }
 
 /// A log shared by several handlers (one after another, say, across a restart of the server) is an
@@ -119,6 +128,10 @@ impl<L: EventLog + ?Sized> EventLog for Arc<L> {
 
     fn wait(&self, seen: u64, waiter: &Arc<Waiter>, timeout: Duration) {
         (**self).wait(seen, waiter, timeout);
+    }
+
+    fn health(&self) -> Health {
+        (**self).health()
     }
 }
 

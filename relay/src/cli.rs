@@ -17,6 +17,8 @@ Endpoints:
   GET  /events   the stream; ?event=a&event=b for those types only; resumes from Last-Event-ID
   POST /publish  ?event=&data=&id=&retry= (or the body as data); with --token, needs Authorization: Bearer
   GET  /         the live page
+  GET  /healthz  200 `ok` while the relay can publish; 503 and the reason when it cannot (no token needed)
+  GET  /metrics  with --metrics: Prometheus text format; with --token, needs Authorization: Bearer
 
 Example:
   tail -f app.log | sse-relay --listen 127.0.0.1:8080
@@ -79,6 +81,12 @@ pub(crate) struct Args {
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) max_connections: u64,
 
+    /// Serve `GET /metrics`: connections, events, bytes, replays, slow clients and heartbeats in the
+    /// Prometheus text format. With --token, it needs the same `Authorization: Bearer TOKEN` as
+    /// publishing.
+    #[arg(long)]
+    pub(crate) metrics: bool,
+
     /// Log level on standard error: error, warn, info, debug or trace. `RUST_LOG`, when set, takes
     /// precedence (with env_logger's syntax, e.g. `RUST_LOG=sse_handler=debug`).
     #[arg(long, value_name = "LEVEL", default_value = "info")]
@@ -119,6 +127,7 @@ mod tests {
         assert_eq!(args.on_eof, OnEof::Serve);
         assert_eq!(args.max_connections, 10_000);
         assert!(args.token.is_none() && args.allow_origin.is_none() && args.max_stream_secs.is_none());
+        assert!(!args.metrics, "metrics are off unless asked for");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use sse_handler::{BearerToken, Config, Event, Response, Server, ServerConfig, Se
 
 use crate::cli::{Args, OnEof};
 use crate::input::{self, LineFormat};
+use crate::monitoring;
 use crate::page::{self, PageSettings};
 
 /// Why the relay stops.
@@ -77,7 +78,8 @@ fn saturating_usize(value: u64) -> usize {
     usize::try_from(value).unwrap_or(usize::MAX)
 }
 
-/// Binds and starts the server: the stream, the publish endpoint (behind the token, if any) and the page.
+/// Binds and starts the server: the stream, the publish endpoint (behind the token, if any), the page
+/// and the operator's endpoints.
 fn serve(args: &Args, handler: &SseHandler) -> sse_handler::Result<ServerHandle> {
     let settings = PageSettings {
         stdin_type: args.event.clone().filter(|_| !args.json),
@@ -90,7 +92,20 @@ fn serve(args: &Args, handler: &SseHandler) -> sse_handler::Result<ServerHandle>
         Some(token) => server.publish_with("/publish", handler, BearerToken::new(token)),
         None => server.publish("/publish", handler),
     };
-    server.get("/", move |_request| Response::html(page.clone())).spawn()
+    let server = server.get("/", move |_request| Response::html(page.clone()));
+    monitor(server, args, handler).spawn()
+}
+
+/// Adds `GET /healthz`, and `GET /metrics` (behind the token, if any) when asked for.
+fn monitor(server: Server, args: &Args, handler: &SseHandler) -> Server {
+    let health = handler.clone();
+    let server = server.get("/healthz", move |_request| monitoring::healthz(&health));
+    if !args.metrics {
+        return server;
+    }
+    let metrics = handler.clone();
+    let guard = args.token.as_ref().map(BearerToken::new);
+    server.get("/metrics", move |request| monitoring::metrics(&metrics, guard.as_ref(), request))
 }
 
 /// The one line scripts wait for, on standard output.
