@@ -400,6 +400,9 @@ mod tests {
             fn oldest(&self) -> u64 {
                 self.0.oldest()
             }
+            fn count_from(&self, from: u64) -> usize {
+                self.0.count_from(from)
+            }
             fn position_after(&self, last_event_id: &str) -> Option<u64> {
                 self.0.position_after(last_event_id)
             }
