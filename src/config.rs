@@ -109,6 +109,11 @@ pub struct Config {
     pub event_types: Option<Vec<String>>,
     /// Limits on reading a request head, used by [`SseHandler::serve`](crate::SseHandler::serve).
     pub request_limits: RequestLimits,
+    /// The target of the handler's log lines (the `log` crate's `target:`), so that the lines of two
+    /// handlers can be told apart and routed, by a logger's filter for instance
+    /// (`RUST_LOG=chat=debug` with `env_logger`). Default `None`: the lines' module paths
+    /// (`sse_handler::handler`, `sse_handler::connection`). Must not be empty.
+    pub log_target: Option<String>,
 }
 
 impl Default for Config {
@@ -136,6 +141,7 @@ impl Default for Config {
             cors_safe_ids: false,
             event_types: None,
             request_limits: RequestLimits::default(),
+            log_target: None,
         }
     }
 }
@@ -273,6 +279,21 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::log_target`].
+    ///
+    /// ```
+    /// use sse_handler::{Config, SseHandler};
+    ///
+    /// let chat = SseHandler::new(Config::default().log_target("chat"))?;
+    /// let prices = SseHandler::new(Config::default().log_target("prices"))?;
+    /// # let _ = (chat, prices);
+    /// # Ok::<(), sse_handler::Error>(())
+    /// ```
+    pub fn log_target(mut self, target: impl Into<String>) -> Config {
+        self.log_target = Some(target.into());
+        self
+    }
+
     /// Checks every value; `SseHandler::new` calls it, so a bad config fails at start, not mid-stream.
     ///
     /// # Errors
@@ -313,6 +334,9 @@ impl Config {
             if let Some(bad) = types.iter().find(|t| t.is_empty() || t.contains(['\r', '\n'])) {
                 return invalid(format!("event type {bad:?} is empty or holds a line break"));
             }
+        }
+        if self.log_target.as_ref().is_some_and(String::is_empty) {
+            return invalid("log_target must not be empty".into());
         }
         self.request_limits.validate()
     }
@@ -393,6 +417,7 @@ mod tests {
             Config::default().header("Bad Name", "v"),
             Config::default().allow_origin("https://a.example\n"),
             Config::default().event_types(["ok", "two\nlines"]),
+            Config::default().log_target(""),
             Config::default().request_limits(RequestLimits::default().max_head_bytes(10)),
         ];
         for config in bad {

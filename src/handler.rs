@@ -234,9 +234,18 @@ impl Pacing for Shared {
     fn counters(&self) -> &Counters {
         &self.counters
     }
+
+    fn log_target(&self) -> Option<&str> {
+        self.config.log_target.as_deref()
+    }
 }
 
 impl Shared {
+    /// The target of this handler's log lines: [`Config::log_target`], or this module's path.
+    fn log_target(&self) -> &str {
+        self.config.log_target.as_deref().unwrap_or(module_path!())
+    }
+
     /// `base` plus a random part of up to `retry_jitter`.
     fn jittered(&self, base: Duration) -> Duration {
         let jitter = self.config.retry_jitter;
@@ -351,7 +360,7 @@ impl SseHandler {
     pub fn stop_one(&self, id: ConnectionId) -> Result<()> {
         let head = self.shared.log.head();
         self.shared.registry.remove_at(id, CloseReason::Stopped, head).ok_or(Error::UnknownConnection(id))?;
-        log::debug!("stream {id}: stopped by the application");
+        log::debug!(target: self.shared.log_target(), "stream {id}: stopped by the application");
         Ok(())
     }
 
@@ -369,7 +378,7 @@ impl SseHandler {
             .registry
             .remove_at(id, CloseReason::Stopped, head)
             .ok_or(Error::UnknownConnection(id))?;
-        log::debug!("stream {id}: stopped by the application");
+        log::debug!(target: self.shared.log_target(), "stream {id}: stopped by the application");
         Ok(finish_within(&[connection], timeout) == 0)
     }
 
@@ -437,7 +446,7 @@ impl SseHandler {
         self.shared.shut_down.store(true, Ordering::SeqCst);
         let ended = self.shared.registry.remove_all(CloseReason::ShutDown, self.shared.log.head());
         if !ended.is_empty() {
-            log::debug!("handler shut down, ending {} streams", ended.len());
+            log::debug!(target: self.shared.log_target(), "handler shut down, ending {} streams", ended.len());
         }
         ended
     }
@@ -465,7 +474,7 @@ impl SseHandler {
         let head = match http::read_head(&stream, &self.shared.config.request_limits) {
             Ok(head) => head,
             Err(err) => {
-                answer_error(&mut &stream, &err);
+                answer_error_logged(&mut &stream, &err, self.shared.log_target());
                 http::linger_close(&stream);
                 return Err(err);
             }
@@ -540,7 +549,7 @@ impl SseHandler {
             }
             Ok(Checked::Stream(user)) => user,
             Err(err) => {
-                answer_error(&mut out, &err);
+                answer_error_logged(&mut out, &err, shared.log_target());
                 return Err(err);
             }
         };
@@ -550,7 +559,7 @@ impl SseHandler {
             match self.register(request, user, socket.cloned(), queue) {
                 Ok(registered) => registered,
                 Err(err) => {
-                    answer_error(&mut out, &err);
+                    answer_error_logged(&mut out, &err, shared.log_target());
                     return Err(err);
                 }
             };
@@ -560,10 +569,10 @@ impl SseHandler {
         let mut welcome = NewConnection { info, welcome: Vec::new() };
         if let Some(hook) = &shared.on_connect {
             if catch_unwind(AssertUnwindSafe(|| hook(&mut welcome))).is_err() {
-                log::error!("stream {}: the connect hook panicked; answering 500", info.id);
+                log::error!(target: shared.log_target(), "stream {}: the connect hook panicked; answering 500", info.id);
                 registration.finish(CloseReason::HookPanicked);
                 let err = Error::Panicked("the connect hook");
-                answer_error(&mut out, &err);
+                answer_error_logged(&mut out, &err, shared.log_target());
                 return Err(err);
             }
         }
@@ -586,6 +595,7 @@ impl SseHandler {
         }
         drop(owned_request);
         log::debug!(
+            target: shared.log_target(),
             "stream {} opened on {} for {:?} (user {:?}, replay {:?})",
             info.id,
             info.path,
@@ -620,7 +630,12 @@ impl SseHandler {
         let authenticator = &self.shared.authenticator;
         let user = catch_unwind(AssertUnwindSafe(|| authenticator.authenticate(request)))
             .map_err(|_| {
-                log::error!("the authenticator panicked on {} {}", request.method(), request.path());
+                log::error!(
+                    target: self.shared.log_target(),
+                    "the authenticator panicked on {} {}",
+                    request.method(),
+                    request.path()
+                );
                 Error::Panicked("the authenticator")
             })?
             .map_err(|rejection| Error::Rejected(Box::new(rejection)))?;
@@ -749,6 +764,7 @@ impl SseHandler {
         if let Some(connection) = self.shared.registry.remove(id, CloseReason::SlowClient) {
             Counters::add(&self.shared.counters.slow_client_disconnects, 1);
             log::warn!(
+                target: self.shared.log_target(),
                 "stream {id} ({:?}) dropped: {} messages sent to it alone were queued and unread",
                 connection.info.peer,
                 self.shared.config.queue_capacity
@@ -788,11 +804,11 @@ impl Drop for Registration<'_> {
         let reason = self.connection.close_reason().cloned().unwrap_or(CloseReason::ClientGone);
         self.shared.registry.remove(info.id, reason.clone());
         Counters::add(&self.shared.counters.connections_closed, 1);
-        log::debug!("stream {} closed: {reason}", info.id);
+        log::debug!(target: self.shared.log_target(), "stream {} closed: {reason}", info.id);
         // A hook that panicked while we unwind would abort the process; skip it then.
         if let (Some(hook), false) = (&self.shared.on_close, std::thread::panicking()) {
             if catch_unwind(AssertUnwindSafe(|| hook(info, &reason))).is_err() {
-                log::error!("stream {}: the close hook panicked", info.id);
+                log::error!(target: self.shared.log_target(), "stream {}: the close hook panicked", info.id);
             }
         }
         self.connection.mark_finished();
@@ -819,10 +835,15 @@ fn finish_within(connections: &[Arc<Connection>], timeout: Duration) -> usize {
 /// Writes the HTTP answer for a refused request, if it has one. The client may already be gone;
 /// that is not worth more than a debug line.
 pub(crate) fn answer_error(out: &mut impl Write, err: &Error) {
-    log::debug!("request refused: {err}");
+    answer_error_logged(out, err, module_path!());
+}
+
+/// As [`answer_error`], logging under `target`.
+fn answer_error_logged(out: &mut impl Write, err: &Error, target: &str) {
+    log::debug!(target: target, "request refused: {err}");
     if let Some(response) = Response::for_error(err) {
         if let Err(write_err) = response.write_to(out, false) {
-            log::debug!("could not write the {} answer: {write_err}", response.status());
+            log::debug!(target: target, "could not write the {} answer: {write_err}", response.status());
         }
     }
 }
