@@ -81,6 +81,12 @@ pub struct Config {
     /// Default `true`.
     pub auto_ids: bool,
     /// Extra headers on every stream response. Default none. Checked by `SseHandler::new`.
+    ///
+    /// A header named like one the handler writes itself (`Content-Type: text/event-stream`,
+    /// `Cache-Control: no-cache, no-transform`, `X-Accel-Buffering: no`, `Connection: keep-alive`,
+    /// and the CORS headers of [`allow_origin`](Config::allow_origin)) replaces it, in its place;
+    /// names compare without regard to case. Others are written after them, in order, each one
+    /// (so two `Link` headers stay two).
     pub headers: Vec<(String, String)>,
     /// The origin allowed to subscribe from a page elsewhere (CORS): `"*"` or an exact origin such as
     /// `"https://example.com"`. Default `None`: no CORS headers, so only same-origin pages can subscribe.
@@ -105,7 +111,13 @@ pub struct Config {
     /// `"():<>?@[\]{}` (the Fetch standard's CORS-unsafe bytes). Default `false`.
     pub cors_safe_ids: bool,
     /// The event types clients may subscribe to and publishers may send. Default `None`: any type.
-    /// When set, `?event=other` is answered 404 and `send_all` of another type is an error.
+    ///
+    /// When set, `?event=other` is answered 404 and `send_all` of another type is an error. An event
+    /// without a type is of type `message` (that is how clients see it): it may always be sent, so
+    /// `?event=message` is always taken, and so is an event typed `message` explicitly. More types
+    /// can be allowed while the handler runs, with
+    /// [`SseHandler::register_event_type`](crate::SseHandler::register_event_type); this field stays
+    /// the set the handler started with.
     pub event_types: Option<Vec<String>>,
     /// Limits on reading a request head, used by [`SseHandler::serve`](crate::SseHandler::serve).
     pub request_limits: RequestLimits,
@@ -331,7 +343,7 @@ impl Config {
             }
         }
         if let Some(types) = &self.event_types {
-            if let Some(bad) = types.iter().find(|t| t.is_empty() || t.contains(['\r', '\n'])) {
+            if let Some(bad) = types.iter().find(|t| !is_valid_event_type(t)) {
                 return invalid(format!("event type {bad:?} is empty or holds a line break"));
             }
         }
@@ -340,6 +352,11 @@ impl Config {
         }
         self.request_limits.validate()
     }
+}
+
+/// Whether an event type can be allowed: one that an event can carry.
+pub(crate) fn is_valid_event_type(event_type: &str) -> bool {
+    !event_type.is_empty() && !event_type.contains(['\r', '\n'])
 }
 
 /// Limits on reading one request, so that no client can hold a thread or memory by sending slowly

@@ -1,6 +1,7 @@
 //! [`SseHandler`]: the connection registry, publishing, replay, and the opening of one stream.
 
 use std::borrow::Borrow;
+use std::collections::HashSet;
 use std::io::Write;
 use std::net::TcpStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -8,8 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use parking_lot::RwLock;
+
 use crate::auth::{AllowAll, Authenticator};
-use crate::config::{Config, UnknownIdPolicy};
+use crate::config::{Config, UnknownIdPolicy, is_valid_event_type};
 use crate::connection::{self, Pacing, Private, Stream};
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -24,6 +27,9 @@ use crate::stats::{Counters, Stats};
 /// Written right after a stream's head when no `retry:` hint is configured.
 const OPENING_COMMENT: &[u8] = b": open\n\n";
 
+/// The type of events published without one, always allowed: clients see them as `message`.
+const UNTYPED: &str = "message";
+
 type ConnectHook = Box<dyn Fn(&mut NewConnection<'_>) + Send + Sync>;
 type CloseHook = Box<dyn Fn(&ConnectionInfo, &CloseReason) + Send + Sync>;
 
@@ -32,11 +38,11 @@ type CloseHook = Box<dyn Fn(&ConnectionInfo, &CloseReason) + Send + Sync>;
 /// A cheap handle: clones share the same connections, event log and settings, so hand one to every
 /// thread that publishes. Publishing appends the event to the log and returns at once, whatever the
 /// clients are doing. Each open stream runs on its own thread (the built-in [`Server`](crate::Server)'s
-/// or the one that called [`serve`](SseHandler::serve)), which reads the log from its own position
+/// or the one that called [`accept`](SseHandler::accept)), which reads the log from its own position
 /// and writes what it finds, so a client that reads slowly only falls behind in the log.
 ///
 /// ```no_run
-/// use sse_handler::{Event, SseHandler, Config};
+/// use sse_handler::{Event, SseHandler, Config, Request, Response};
 ///
 /// let handler = SseHandler::new(Config::default())?;
 /// let listener = std::net::TcpListener::bind("127.0.0.1:8080")?;
@@ -48,8 +54,17 @@ type CloseHook = Box<dyn Fn(&ConnectionInfo, &CloseReason) + Send + Sync>;
 ///     }
 /// });
 /// for stream in listener.incoming() {
-///     let handler = handler.clone();
-///     std::thread::spawn(move || handler.serve(stream?));
+///     let (stream, handler) = (stream?, handler.clone());
+///     std::thread::spawn(move || {
+///         let Ok((request, _)) = Request::read_from(&stream, &handler.config().request_limits) else {
+///             return; // answered (400, 431) and closed already
+///         };
+///         if request.path() == "/events" {
+///             let _ = handler.accept(stream, &request);
+///         } else {
+///             let _ = Response::new(404).send_and_close(&stream);
+///         }
+///     });
 /// }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -62,6 +77,8 @@ struct Shared {
     config: Config,
     heartbeat_nanos: AtomicU64,
     heartbeat_event: Event,
+    /// The event types allowed, when limited: [`Config::event_types`], and those registered since.
+    event_types: Option<RwLock<HashSet<String>>>,
     registry: Registry<Private>,
     /// Where broadcast events live; every stream reads it from its own position.
     log: Box<dyn EventLog>,
@@ -104,7 +121,9 @@ impl NewConnection<'_> {
         self.info
     }
 
-    /// Queues an event for this client alone (a welcome, the current state, ...).
+    /// Queues an event for this client alone (a welcome, the current state, ...). It is written
+    /// whatever the client's `?event=` subscription, since it is addressed to this client, as with
+    /// [`SseHandler::send_one`]; give it a type the client listens to, or none (`message`).
     pub fn send(&mut self, event: Event) {
         self.welcome.push(event);
     }
@@ -135,7 +154,8 @@ impl HandlerBuilder {
     }
 
     /// Called on the connection's thread when a stream opens, before anything is written; it may
-    /// [`send`](NewConnection::send) events to that client alone.
+    /// [`send`](NewConnection::send) events to that client alone, which it gets whatever its
+    /// `?event=` subscription.
     pub fn on_connect(mut self, hook: impl Fn(&mut NewConnection<'_>) + Send + Sync + 'static) -> Self {
         self.on_connect = Some(Box::new(hook));
         self
@@ -170,10 +190,13 @@ impl HandlerBuilder {
         let seed =
             SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |t| t.as_nanos() as u64);
         let heartbeat_event = Event::comment(&self.config.heartbeat_comment);
+        let event_types =
+            config.event_types.as_ref().map(|types| RwLock::new(types.iter().cloned().collect()));
         Ok(SseHandler {
             shared: Arc::new(Shared {
                 heartbeat_nanos: AtomicU64::new(duration_nanos(self.config.heartbeat)),
                 heartbeat_event,
+                event_types,
                 registry: Registry::default(),
                 log,
                 next_connection: AtomicU64::new(1),
@@ -317,7 +340,8 @@ impl SseHandler {
     /// an earlier one).
     ///
     /// # Errors
-    /// [`Error::UnknownEventType`] when [`Config::event_types`] is set and does not hold the event's type;
+    /// [`Error::UnknownEventType`] when the event's type is not allowed (see
+    /// [`has_event_type`](SseHandler::has_event_type));
     /// [`Error::ShutDown`] after [`shutdown`](SseHandler::shutdown); what the log's
     /// [`append`](EventLog::append) returns when it cannot store the event.
     pub fn send_all(&self, event: Event) -> Result<Sent> {
@@ -407,6 +431,52 @@ impl SseHandler {
         self.shared.counters.snapshot()
     }
 
+    /// Whether events of this type may be published and subscribed to: always when
+    /// [`Config::event_types`] is `None`; else when it is `message` (the type of events without one),
+    /// one of `Config::event_types`, or registered since with
+    /// [`register_event_type`](SseHandler::register_event_type).
+    pub fn has_event_type(&self, event_type: &str) -> bool {
+        match &self.shared.event_types {
+            None => true,
+            Some(allowed) => event_type == UNTYPED || allowed.read().contains(event_type),
+        }
+    }
+
+    /// Allows one more event type, from now on, where [`Config::event_types`] limits them: clients
+    /// may subscribe to it (`?event=`), and [`send_all`](SseHandler::send_all) takes events of it.
+    /// Returns whether the type is new, so `false` when it was allowed already (every type is, when
+    /// `Config::event_types` is `None`).
+    ///
+    /// ```
+    /// use sse_handler::{Config, Event, SseHandler};
+    ///
+    /// let handler = SseHandler::new(Config::default().event_types(["news"]))?;
+    /// let scores = Event::builder().event("scores").data("2-1").build()?;
+    /// assert!(!handler.has_event_type("scores"));
+    /// assert!(handler.send_all(scores.clone()).is_err());
+    ///
+    /// assert!(handler.register_event_type("scores")?);
+    /// assert!(handler.has_event_type("scores"));
+    /// handler.send_all(scores)?;
+    /// # Ok::<(), sse_handler::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when `event_type` is empty or holds a line break (no event can carry
+    /// it).
+    pub fn register_event_type(&self, event_type: &str) -> Result<bool> {
+        if !is_valid_event_type(event_type) {
+            return Err(Error::InvalidConfig(format!(
+                "event type {event_type:?} is empty or holds a line break"
+            )));
+        }
+        match &self.shared.event_types {
+            None => Ok(false),
+            Some(_) if self.has_event_type(event_type) => Ok(false),
+            Some(allowed) => Ok(allowed.write().insert(event_type.to_owned())),
+        }
+    }
+
     /// The current heartbeat interval.
     pub fn heartbeat(&self) -> Duration {
         self.shared.heartbeat()
@@ -460,6 +530,29 @@ impl SseHandler {
     /// [`Config::request_limits`]), then does what [`accept`](SseHandler::accept) does. For a
     /// hand-written accept loop; call it on a thread of its own, since it returns only when the
     /// stream ends.
+    ///
+    /// **It streams on any path.** A `GET /favicon.ico` gets `200 text/event-stream` like any other:
+    /// the handler does not know which paths are its own, since routing belongs to whoever owns the
+    /// accept loop (the built-in [`Server`](crate::Server) routes by path). To route in a loop of
+    /// your own, read the head with [`Request::read_from`] and pass the requests for the stream to
+    /// [`accept`](SseHandler::accept), answering the others yourself
+    /// ([`Response::send_and_close`]):
+    ///
+    /// ```no_run
+    /// use sse_handler::{Config, Request, Response, SseHandler};
+    ///
+    /// let events = SseHandler::new(Config::default())?;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:8080")?;
+    /// for stream in listener.incoming() {
+    ///     let (stream, events) = (stream?, events.clone());
+    ///     std::thread::spawn(move || match Request::read_from(&stream, &events.config().request_limits) {
+    ///         Ok((request, _)) if request.path() == "/events" => drop(events.accept(stream, &request)),
+    ///         Ok(_) => drop(Response::new(404).with_body("not found\n").send_and_close(&stream)),
+    ///         Err(_) => {} // answered (400, 431) and closed already
+    ///     });
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// Returns why the stream ended, or `None` when the request was answered without opening one (a
     /// CORS preflight).
@@ -622,8 +715,8 @@ impl SseHandler {
             "OPTIONS" => return Ok(Checked::Preflight),
             _ => return Err(Error::MethodNotAllowed { allowed: "GET, OPTIONS".into() }),
         }
-        if let Some(allowed) = &self.shared.config.event_types {
-            if let Some(unknown) = request.query_values("event").find(|t| !allowed.contains(t)) {
+        if self.shared.event_types.is_some() {
+            if let Some(unknown) = request.query_values("event").find(|t| !self.has_event_type(t)) {
                 return Err(Error::NotFound(format!("no event type {unknown:?}")));
             }
         }
@@ -698,18 +791,35 @@ impl SseHandler {
         Ok((receiver, connection, cursor, head))
     }
 
+    /// The stream's response head: the handler's own headers, each replaced by any configured
+    /// header of the same name, then the other configured headers.
     fn stream_head(&self, request: &Request) -> Vec<u8> {
+        let configured = &self.shared.config.headers;
+        let mut own = vec![
+            ("Content-Type", "text/event-stream"),
+            // `no-transform`: a proxy that compresses may hold a stream back to fill its buffers.
+            ("Cache-Control", "no-cache, no-transform"),
+            ("X-Accel-Buffering", "no"),
+            ("Connection", "keep-alive"),
+        ];
+        own.extend(self.cors_headers(request));
+
         let mut head = Vec::with_capacity(256);
         http::write_status_line(&mut head, 200);
-        http::push_header(&mut head, "Content-Type", "text/event-stream");
-        http::push_header(&mut head, "Cache-Control", "no-cache");
-        http::push_header(&mut head, "X-Accel-Buffering", "no");
-        http::push_header(&mut head, "Connection", "keep-alive");
-        for (name, value) in self.cors_headers(request) {
-            http::push_header(&mut head, name, value);
+        for (own_name, own_value) in &own {
+            let mut replaced = false;
+            for (name, value) in configured.iter().filter(|(name, _)| name.eq_ignore_ascii_case(own_name)) {
+                http::push_header(&mut head, name, value);
+                replaced = true;
+            }
+            if !replaced {
+                http::push_header(&mut head, own_name, own_value);
+            }
         }
-        for (name, value) in &self.shared.config.headers {
-            http::push_header(&mut head, name, value);
+        for (name, value) in configured {
+            if !own.iter().any(|(own_name, _)| own_name.eq_ignore_ascii_case(name)) {
+                http::push_header(&mut head, name, value);
+            }
         }
         head.extend_from_slice(b"\r\n");
         head
@@ -752,8 +862,8 @@ impl SseHandler {
                 crate::event::check_cors_safe_id(id)?;
             }
         }
-        if let (Some(allowed), Some(event_type)) = (&self.shared.config.event_types, event.event_type()) {
-            if !allowed.iter().any(|t| t == event_type) {
+        if let Some(event_type) = event.event_type() {
+            if !self.has_event_type(event_type) {
                 return Err(Error::UnknownEventType(event_type.to_owned()));
             }
         }
