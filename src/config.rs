@@ -81,6 +81,12 @@ pub struct Config {
     /// Default `true`.
     pub auto_ids: bool,
     /// Extra headers on every stream response. Default none. Checked by `SseHandler::new`.
+    ///
+    /// A header named like one the handler writes itself (`Content-Type: text/event-stream`,
+    /// `Cache-Control: no-cache, no-transform`, `X-Accel-Buffering: no`, `Connection: keep-alive`,
+    /// and the CORS headers of [`allow_origin`](Config::allow_origin)) replaces it, in its place;
+    /// names compare without regard to case. Others are written after them, in order, each one
+    /// (so two `Link` headers stay two).
     pub headers: Vec<(String, String)>,
     /// The origin allowed to subscribe from a page elsewhere (CORS): `"*"` or an exact origin such as
     /// `"https://example.com"`. Default `None`: no CORS headers, so only same-origin pages can subscribe.
@@ -105,10 +111,21 @@ pub struct Config {
     /// `"():<>?@[\]{}` (the Fetch standard's CORS-unsafe bytes). Default `false`.
     pub cors_safe_ids: bool,
     /// The event types clients may subscribe to and publishers may send. Default `None`: any type.
-    /// When set, `?event=other` is answered 404 and `send_all` of another type is an error.
+    ///
+    /// When set, `?event=other` is answered 404 and `send_all` of another type is an error. An event
+    /// without a type is of type `message` (that is how clients see it): it may always be sent, so
+    /// `?event=message` is always taken, and so is an event typed `message` explicitly. More types
+    /// can be allowed while the handler runs, with
+    /// [`SseHandler::register_event_type`](crate::SseHandler::register_event_type); this field stays
+    /// the set the handler started with.
     pub event_types: Option<Vec<String>>,
     /// Limits on reading a request head, used by [`SseHandler::serve`](crate::SseHandler::serve).
     pub request_limits: RequestLimits,
+    /// The target of the handler's log lines (the `log` crate's `target:`), so that the lines of two
+    /// handlers can be told apart and routed, by a logger's filter for instance
+    /// (`RUST_LOG=chat=debug` with `env_logger`). Default `None`: the lines' module paths
+    /// (`sse_handler::handler`, `sse_handler::connection`). Must not be empty.
+    pub log_target: Option<String>,
 }
 
 impl Default for Config {
@@ -136,6 +153,7 @@ impl Default for Config {
             cors_safe_ids: false,
             event_types: None,
             request_limits: RequestLimits::default(),
+            log_target: None,
         }
     }
 }
@@ -273,6 +291,21 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::log_target`].
+    ///
+    /// ```
+    /// use sse_handler::{Config, SseHandler};
+    ///
+    /// let chat = SseHandler::new(Config::default().log_target("chat"))?;
+    /// let prices = SseHandler::new(Config::default().log_target("prices"))?;
+    /// # let _ = (chat, prices);
+    /// # Ok::<(), sse_handler::Error>(())
+    /// ```
+    pub fn log_target(mut self, target: impl Into<String>) -> Config {
+        self.log_target = Some(target.into());
+        self
+    }
+
     /// Checks every value; `SseHandler::new` calls it, so a bad config fails at start, not mid-stream.
     ///
     /// # Errors
@@ -310,12 +343,20 @@ impl Config {
             }
         }
         if let Some(types) = &self.event_types {
-            if let Some(bad) = types.iter().find(|t| t.is_empty() || t.contains(['\r', '\n'])) {
+            if let Some(bad) = types.iter().find(|t| !is_valid_event_type(t)) {
                 return invalid(format!("event type {bad:?} is empty or holds a line break"));
             }
         }
+        if self.log_target.as_ref().is_some_and(String::is_empty) {
+            return invalid("log_target must not be empty".into());
+        }
         self.request_limits.validate()
     }
+}
+
+/// Whether an event type can be allowed: one that an event can carry.
+pub(crate) fn is_valid_event_type(event_type: &str) -> bool {
+    !event_type.is_empty() && !event_type.contains(['\r', '\n'])
 }
 
 /// Limits on reading one request, so that no client can hold a thread or memory by sending slowly
@@ -393,6 +434,7 @@ mod tests {
             Config::default().header("Bad Name", "v"),
             Config::default().allow_origin("https://a.example\n"),
             Config::default().event_types(["ok", "two\nlines"]),
+            Config::default().log_target(""),
             Config::default().request_limits(RequestLimits::default().max_head_bytes(10)),
         ];
         for config in bad {

@@ -56,6 +56,10 @@ pub(crate) trait Pacing {
     fn overflow(&self) -> OverflowPolicy;
     /// The handler's counters.
     fn counters(&self) -> &Counters;
+    /// The target of the stream's log lines, when the handler has its own.
+    fn log_target(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// One open stream: where it reads from, and who it is.
@@ -100,6 +104,7 @@ pub(crate) fn run(
                 OverflowPolicy::Disconnect if batch.is_empty() => {
                     Counters::add(&pacing.counters().slow_client_disconnects, 1);
                     log::warn!(
+                        target: pacing.log_target().unwrap_or(module_path!()),
                         "stream {} ({:?}) closed: {missed} events it had not read left the log",
                         connection.info.id,
                         connection.info.peer

@@ -1,6 +1,7 @@
 //! [`SseHandler`]: the connection registry, publishing, replay, and the opening of one stream.
 
 use std::borrow::Borrow;
+use std::collections::HashSet;
 use std::io::Write;
 use std::net::TcpStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -8,8 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use parking_lot::RwLock;
+
 use crate::auth::{AllowAll, Authenticator};
-use crate::config::{Config, UnknownIdPolicy};
+use crate::config::{Config, UnknownIdPolicy, is_valid_event_type};
 use crate::connection::{self, Pacing, Private, Stream};
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -24,6 +27,9 @@ use crate::stats::{Counters, CountingWriter, Stats};
 /// Written right after a stream's head when no `retry:` hint is configured.
 const OPENING_COMMENT: &[u8] = b": open\n\n";
 
+/// The type of events published without one, always allowed: clients see them as `message`.
+const UNTYPED: &str = "message";
+
 type ConnectHook = Box<dyn Fn(&mut NewConnection<'_>) + Send + Sync>;
 type CloseHook = Box<dyn Fn(&ConnectionInfo, &CloseReason) + Send + Sync>;
 
@@ -32,11 +38,11 @@ type CloseHook = Box<dyn Fn(&ConnectionInfo, &CloseReason) + Send + Sync>;
 /// A cheap handle: clones share the same connections, event log and settings, so hand one to every
 /// thread that publishes. Publishing appends the event to the log and returns at once, whatever the
 /// clients are doing. Each open stream runs on its own thread (the built-in [`Server`](crate::Server)'s
-/// or the one that called [`serve`](SseHandler::serve)), which reads the log from its own position
+/// or the one that called [`accept`](SseHandler::accept)), which reads the log from its own position
 /// and writes what it finds, so a client that reads slowly only falls behind in the log.
 ///
 /// ```no_run
-/// use sse_handler::{Event, SseHandler, Config};
+/// use sse_handler::{Event, SseHandler, Config, Request, Response};
 ///
 /// let handler = SseHandler::new(Config::default())?;
 /// let listener = std::net::TcpListener::bind("127.0.0.1:8080")?;
@@ -48,8 +54,17 @@ type CloseHook = Box<dyn Fn(&ConnectionInfo, &CloseReason) + Send + Sync>;
 ///     }
 /// });
 /// for stream in listener.incoming() {
-///     let handler = handler.clone();
-///     std::thread::spawn(move || handler.serve(stream?));
+///     let (stream, handler) = (stream?, handler.clone());
+///     std::thread::spawn(move || {
+///         let Ok((request, _)) = Request::read_from(&stream, &handler.config().request_limits) else {
+///             return; // answered (400, 431) and closed already
+///         };
+///         if request.path() == "/events" {
+///             let _ = handler.accept(stream, &request);
+///         } else {
+///             let _ = Response::new(404).send_and_close(&stream);
+///         }
+///     });
 /// }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -62,6 +77,8 @@ struct Shared {
     config: Config,
     heartbeat_nanos: AtomicU64,
     heartbeat_event: Event,
+    /// The event types allowed, when limited: [`Config::event_types`], and those registered since.
+    event_types: Option<RwLock<HashSet<String>>>,
     registry: Registry<Private>,
     /// Where broadcast events live; every stream reads it from its own position.
     log: Box<dyn EventLog>,
@@ -104,7 +121,9 @@ impl NewConnection<'_> {
         self.info
     }
 
-    /// Queues an event for this client alone (a welcome, the current state, ...).
+    /// Queues an event for this client alone (a welcome, the current state, ...). It is written
+    /// whatever the client's `?event=` subscription, since it is addressed to this client, as with
+    /// [`SseHandler::send_one`]; give it a type the client listens to, or none (`message`).
     pub fn send(&mut self, event: Event) {
         self.welcome.push(event);
     }
@@ -135,7 +154,8 @@ impl HandlerBuilder {
     }
 
     /// Called on the connection's thread when a stream opens, before anything is written; it may
-    /// [`send`](NewConnection::send) events to that client alone.
+    /// [`send`](NewConnection::send) events to that client alone, which it gets whatever its
+    /// `?event=` subscription.
     pub fn on_connect(mut self, hook: impl Fn(&mut NewConnection<'_>) + Send + Sync + 'static) -> Self {
         self.on_connect = Some(Box::new(hook));
         self
@@ -170,10 +190,13 @@ impl HandlerBuilder {
         let seed =
             SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |t| t.as_nanos() as u64);
         let heartbeat_event = Event::comment(&self.config.heartbeat_comment);
+        let event_types =
+            config.event_types.as_ref().map(|types| RwLock::new(types.iter().cloned().collect()));
         Ok(SseHandler {
             shared: Arc::new(Shared {
                 heartbeat_nanos: AtomicU64::new(duration_nanos(self.config.heartbeat)),
                 heartbeat_event,
+                event_types,
                 registry: Registry::default(),
                 log,
                 next_connection: AtomicU64::new(1),
@@ -234,9 +257,18 @@ impl Pacing for Shared {
     fn counters(&self) -> &Counters {
         &self.counters
     }
+
+    fn log_target(&self) -> Option<&str> {
+        self.config.log_target.as_deref()
+    }
 }
 
 impl Shared {
+    /// The target of this handler's log lines: [`Config::log_target`], or this module's path.
+    fn log_target(&self) -> &str {
+        self.config.log_target.as_deref().unwrap_or(module_path!())
+    }
+
     /// `base` plus a random part of up to `retry_jitter`.
     fn jittered(&self, base: Duration) -> Duration {
         let jitter = self.config.retry_jitter;
@@ -308,7 +340,8 @@ impl SseHandler {
     /// an earlier one).
     ///
     /// # Errors
-    /// [`Error::UnknownEventType`] when [`Config::event_types`] is set and does not hold the event's type;
+    /// [`Error::UnknownEventType`] when the event's type is not allowed (see
+    /// [`has_event_type`](SseHandler::has_event_type));
     /// [`Error::ShutDown`] after [`shutdown`](SseHandler::shutdown); what the log's
     /// [`append`](EventLog::append) returns when it cannot store the event.
     pub fn send_all(&self, event: Event) -> Result<Sent> {
@@ -352,7 +385,7 @@ impl SseHandler {
     pub fn stop_one(&self, id: ConnectionId) -> Result<()> {
         let head = self.shared.log.head();
         self.shared.registry.remove_at(id, CloseReason::Stopped, head).ok_or(Error::UnknownConnection(id))?;
-        log::debug!("stream {id}: stopped by the application");
+        log::debug!(target: self.shared.log_target(), "stream {id}: stopped by the application");
         Ok(())
     }
 
@@ -370,7 +403,7 @@ impl SseHandler {
             .registry
             .remove_at(id, CloseReason::Stopped, head)
             .ok_or(Error::UnknownConnection(id))?;
-        log::debug!("stream {id}: stopped by the application");
+        log::debug!(target: self.shared.log_target(), "stream {id}: stopped by the application");
         Ok(finish_within(&[connection], timeout) == 0)
     }
 
@@ -397,6 +430,52 @@ impl SseHandler {
     /// The handler's counters since it was built.
     pub fn stats(&self) -> Stats {
         self.shared.counters.snapshot()
+    }
+
+    /// Whether events of this type may be published and subscribed to: always when
+    /// [`Config::event_types`] is `None`; else when it is `message` (the type of events without one),
+    /// one of `Config::event_types`, or registered since with
+    /// [`register_event_type`](SseHandler::register_event_type).
+    pub fn has_event_type(&self, event_type: &str) -> bool {
+        match &self.shared.event_types {
+            None => true,
+            Some(allowed) => event_type == UNTYPED || allowed.read().contains(event_type),
+        }
+    }
+
+    /// Allows one more event type, from now on, where [`Config::event_types`] limits them: clients
+    /// may subscribe to it (`?event=`), and [`send_all`](SseHandler::send_all) takes events of it.
+    /// Returns whether the type is new, so `false` when it was allowed already (every type is, when
+    /// `Config::event_types` is `None`).
+    ///
+    /// ```
+    /// use sse_handler::{Config, Event, SseHandler};
+    ///
+    /// let handler = SseHandler::new(Config::default().event_types(["news"]))?;
+    /// let scores = Event::builder().event("scores").data("2-1").build()?;
+    /// assert!(!handler.has_event_type("scores"));
+    /// assert!(handler.send_all(scores.clone()).is_err());
+    ///
+    /// assert!(handler.register_event_type("scores")?);
+    /// assert!(handler.has_event_type("scores"));
+    /// handler.send_all(scores)?;
+    /// # Ok::<(), sse_handler::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when `event_type` is empty or holds a line break (no event can carry
+    /// it).
+    pub fn register_event_type(&self, event_type: &str) -> Result<bool> {
+        if !is_valid_event_type(event_type) {
+            return Err(Error::InvalidConfig(format!(
+                "event type {event_type:?} is empty or holds a line break"
+            )));
+        }
+        match &self.shared.event_types {
+            None => Ok(false),
+            Some(_) if self.has_event_type(event_type) => Ok(false),
+            Some(allowed) => Ok(allowed.write().insert(event_type.to_owned())),
+        }
     }
 
     /// The current heartbeat interval.
@@ -438,7 +517,7 @@ impl SseHandler {
         self.shared.shut_down.store(true, Ordering::SeqCst);
         let ended = self.shared.registry.remove_all(CloseReason::ShutDown, self.shared.log.head());
         if !ended.is_empty() {
-            log::debug!("handler shut down, ending {} streams", ended.len());
+            log::debug!(target: self.shared.log_target(), "handler shut down, ending {} streams", ended.len());
         }
         ended
     }
@@ -453,6 +532,29 @@ impl SseHandler {
     /// hand-written accept loop; call it on a thread of its own, since it returns only when the
     /// stream ends.
     ///
+    /// **It streams on any path.** A `GET /favicon.ico` gets `200 text/event-stream` like any other:
+    /// the handler does not know which paths are its own, since routing belongs to whoever owns the
+    /// accept loop (the built-in [`Server`](crate::Server) routes by path). To route in a loop of
+    /// your own, read the head with [`Request::read_from`] and pass the requests for the stream to
+    /// [`accept`](SseHandler::accept), answering the others yourself
+    /// ([`Response::send_and_close`]):
+    ///
+    /// ```no_run
+    /// use sse_handler::{Config, Request, Response, SseHandler};
+    ///
+    /// let events = SseHandler::new(Config::default())?;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:8080")?;
+    /// for stream in listener.incoming() {
+    ///     let (stream, events) = (stream?, events.clone());
+    ///     std::thread::spawn(move || match Request::read_from(&stream, &events.config().request_limits) {
+    ///         Ok((request, _)) if request.path() == "/events" => drop(events.accept(stream, &request)),
+    ///         Ok(_) => drop(Response::new(404).with_body("not found\n").send_and_close(&stream)),
+    ///         Err(_) => {} // answered (400, 431) and closed already
+    ///     });
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// Returns why the stream ended, or `None` when the request was answered without opening one (a
     /// CORS preflight).
     ///
@@ -466,7 +568,7 @@ impl SseHandler {
         let head = match http::read_head(&stream, &self.shared.config.request_limits) {
             Ok(head) => head,
             Err(err) => {
-                answer_error(&mut &stream, &err);
+                answer_error_logged(&mut &stream, &err, self.shared.log_target());
                 http::linger_close(&stream);
                 return Err(err);
             }
@@ -541,7 +643,7 @@ impl SseHandler {
             }
             Ok(Checked::Stream(user)) => user,
             Err(err) => {
-                answer_error(&mut out, &err);
+                answer_error_logged(&mut out, &err, shared.log_target());
                 return Err(err);
             }
         };
@@ -551,7 +653,7 @@ impl SseHandler {
             match self.register(request, user, socket.cloned(), queue) {
                 Ok(registered) => registered,
                 Err(err) => {
-                    answer_error(&mut out, &err);
+                    answer_error_logged(&mut out, &err, shared.log_target());
                     return Err(err);
                 }
             };
@@ -561,10 +663,10 @@ impl SseHandler {
         let mut welcome = NewConnection { info, welcome: Vec::new() };
         if let Some(hook) = &shared.on_connect {
             if catch_unwind(AssertUnwindSafe(|| hook(&mut welcome))).is_err() {
-                log::error!("stream {}: the connect hook panicked; answering 500", info.id);
+                log::error!(target: shared.log_target(), "stream {}: the connect hook panicked; answering 500", info.id);
                 registration.finish(CloseReason::HookPanicked);
                 let err = Error::Panicked("the connect hook");
-                answer_error(&mut out, &err);
+                answer_error_logged(&mut out, &err, shared.log_target());
                 return Err(err);
             }
         }
@@ -587,6 +689,7 @@ impl SseHandler {
         }
         drop(owned_request);
         log::debug!(
+            target: shared.log_target(),
             "stream {} opened on {} for {:?} (user {:?}, replay {:?})",
             info.id,
             info.path,
@@ -614,15 +717,20 @@ impl SseHandler {
             "OPTIONS" => return Ok(Checked::Preflight),
             _ => return Err(Error::MethodNotAllowed { allowed: "GET, OPTIONS".into() }),
         }
-        if let Some(allowed) = &self.shared.config.event_types {
-            if let Some(unknown) = request.query_values("event").find(|t| !allowed.contains(t)) {
+        if self.shared.event_types.is_some() {
+            if let Some(unknown) = request.query_values("event").find(|t| !self.has_event_type(t)) {
                 return Err(Error::NotFound(format!("no event type {unknown:?}")));
             }
         }
         let authenticator = &self.shared.authenticator;
         let user = catch_unwind(AssertUnwindSafe(|| authenticator.authenticate(request)))
             .map_err(|_| {
-                log::error!("the authenticator panicked on {} {}", request.method(), request.path());
+                log::error!(
+                    target: self.shared.log_target(),
+                    "the authenticator panicked on {} {}",
+                    request.method(),
+                    request.path()
+                );
                 Error::Panicked("the authenticator")
             })?
             .map_err(|rejection| Error::Rejected(Box::new(rejection)))?;
@@ -685,18 +793,35 @@ impl SseHandler {
         Ok((receiver, connection, cursor, head))
     }
 
+    /// The stream's response head: the handler's own headers, each replaced by any configured
+    /// header of the same name, then the other configured headers.
     fn stream_head(&self, request: &Request) -> Vec<u8> {
+        let configured = &self.shared.config.headers;
+        let mut own = vec![
+            ("Content-Type", "text/event-stream"),
+            // `no-transform`: a proxy that compresses may hold a stream back to fill its buffers.
+            ("Cache-Control", "no-cache, no-transform"),
+            ("X-Accel-Buffering", "no"),
+            ("Connection", "keep-alive"),
+        ];
+        own.extend(self.cors_headers(request));
+
         let mut head = Vec::with_capacity(256);
         http::write_status_line(&mut head, 200);
-        http::push_header(&mut head, "Content-Type", "text/event-stream");
-        http::push_header(&mut head, "Cache-Control", "no-cache");
-        http::push_header(&mut head, "X-Accel-Buffering", "no");
-        http::push_header(&mut head, "Connection", "keep-alive");
-        for (name, value) in self.cors_headers(request) {
-            http::push_header(&mut head, name, value);
+        for (own_name, own_value) in &own {
+            let mut replaced = false;
+            for (name, value) in configured.iter().filter(|(name, _)| name.eq_ignore_ascii_case(own_name)) {
+                http::push_header(&mut head, name, value);
+                replaced = true;
+            }
+            if !replaced {
+                http::push_header(&mut head, own_name, own_value);
+            }
         }
-        for (name, value) in &self.shared.config.headers {
-            http::push_header(&mut head, name, value);
+        for (name, value) in configured {
+            if !own.iter().any(|(own_name, _)| own_name.eq_ignore_ascii_case(name)) {
+                http::push_header(&mut head, name, value);
+            }
         }
         head.extend_from_slice(b"\r\n");
         head
@@ -739,8 +864,8 @@ impl SseHandler {
                 crate::event::check_cors_safe_id(id)?;
             }
         }
-        if let (Some(allowed), Some(event_type)) = (&self.shared.config.event_types, event.event_type()) {
-            if !allowed.iter().any(|t| t == event_type) {
+        if let Some(event_type) = event.event_type() {
+            if !self.has_event_type(event_type) {
                 return Err(Error::UnknownEventType(event_type.to_owned()));
             }
         }
@@ -751,6 +876,7 @@ impl SseHandler {
         if let Some(connection) = self.shared.registry.remove(id, CloseReason::SlowClient) {
             Counters::add(&self.shared.counters.slow_client_disconnects, 1);
             log::warn!(
+                target: self.shared.log_target(),
                 "stream {id} ({:?}) dropped: {} messages sent to it alone were queued and unread",
                 connection.info.peer,
                 self.shared.config.queue_capacity
@@ -785,11 +911,11 @@ impl Drop for Registration<'_> {
         let reason = self.connection.close_reason().cloned().unwrap_or(CloseReason::ClientGone);
         self.shared.registry.remove(info.id, reason.clone());
         self.shared.counters.closed(&reason);
-        log::debug!("stream {} closed: {reason}", info.id);
+        log::debug!(target: self.shared.log_target(), "stream {} closed: {reason}", info.id);
         // A hook that panicked while we unwind would abort the process; skip it then.
         if let (Some(hook), false) = (&self.shared.on_close, std::thread::panicking()) {
             if catch_unwind(AssertUnwindSafe(|| hook(info, &reason))).is_err() {
-                log::error!("stream {}: the close hook panicked", info.id);
+                log::error!(target: self.shared.log_target(), "stream {}: the close hook panicked", info.id);
             }
         }
         self.connection.mark_finished();
@@ -816,10 +942,15 @@ fn finish_within(connections: &[Arc<Connection>], timeout: Duration) -> usize {
 /// Writes the HTTP answer for a refused request, if it has one. The client may already be gone;
 /// that is not worth more than a debug line.
 pub(crate) fn answer_error(out: &mut impl Write, err: &Error) {
-    log::debug!("request refused: {err}");
+    answer_error_logged(out, err, module_path!());
+}
+
+/// As [`answer_error`], logging under `target`.
+fn answer_error_logged(out: &mut impl Write, err: &Error, target: &str) {
+    log::debug!(target: target, "request refused: {err}");
     if let Some(response) = Response::for_error(err) {
         if let Err(write_err) = response.write_to(out, false) {
-            log::debug!("could not write the {} answer: {write_err}", response.status());
+            log::debug!(target: target, "could not write the {} answer: {write_err}", response.status());
         }
     }
 }

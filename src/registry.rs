@@ -128,6 +128,36 @@ impl ConnectionInfo {
 }
 
 /// Why a stream ended, as passed to the close hook and returned by `serve`/`accept`.
+///
+/// ```
+/// use std::sync::mpsc;
+/// use std::time::Duration;
+/// use sse_handler::{CloseReason, Config, Request, SseHandler};
+///
+/// let (opened, ids) = mpsc::channel();
+/// let handler = SseHandler::builder(Config::default())
+///     .on_connect(move |conn| {
+///         let _ = opened.send(conn.info().id());
+///     })
+///     .on_close(|info, reason| match reason {
+///         CloseReason::SlowClient | CloseReason::SendTimeout => {
+///             log::warn!("stream {} could not keep up: {reason}", info.id())
+///         }
+///         other => log::debug!("stream {} ended: {other}", info.id()),
+///     })
+///     .build()?;
+///
+/// // A stream (into a Vec here; a client's socket in real life), ended by the application.
+/// let serving = {
+///     let handler = handler.clone();
+///     std::thread::spawn(move || handler.accept_writer(Vec::new(), &Request::new("GET", "/events")))
+/// };
+/// let id = ids.recv_timeout(Duration::from_secs(10))?;
+/// handler.stop_one(id)?;
+/// assert_eq!(serving.join().unwrap()?, Some(CloseReason::Stopped));
+/// assert_eq!(CloseReason::Stopped.to_string(), "stopped by the application");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CloseReason {
@@ -209,7 +239,22 @@ pub(crate) struct ConnectionCounters {
     pub(crate) heartbeats: AtomicU64,
 }
 
-/// A snapshot of one connection's counters.
+/// A snapshot of one connection's counters, from
+/// [`SseHandler::connection_stats`](crate::SseHandler::connection_stats).
+///
+/// ```
+/// use sse_handler::{Config, SseHandler};
+///
+/// let handler = SseHandler::new(Config::default())?;
+/// // Which clients lag behind, and by how much.
+/// for id in handler.connection_ids() {
+///     let Some(stats) = handler.connection_stats(id) else { continue }; // closed meanwhile
+///     if stats.queued > 100 {
+///         println!("{id}: {} sent, {} waiting ({} bytes)", stats.sent, stats.queued, stats.queued_bytes);
+///     }
+/// }
+/// # Ok::<(), sse_handler::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct ConnectionStats {

@@ -30,6 +30,33 @@ fn close_index(reason: &CloseReason) -> usize {
 }
 
 /// A snapshot of a handler's counters since it was built. Every count only grows.
+///
+/// ```
+/// use std::sync::mpsc;
+/// use std::time::Duration;
+/// use sse_handler::{Config, Event, Request, SseHandler};
+///
+/// let (opened, ids) = mpsc::channel();
+/// let handler = SseHandler::builder(Config::default())
+///     .on_connect(move |conn| {
+///         let _ = opened.send(conn.info().id());
+///     })
+///     .build()?;
+/// let serving = {
+///     let handler = handler.clone();
+///     std::thread::spawn(move || handler.accept_writer(Vec::new(), &Request::new("GET", "/events")))
+/// };
+/// let id = ids.recv_timeout(Duration::from_secs(10))?;
+/// handler.send_all(Event::data("hello"))?;
+/// handler.stop_one(id)?; // written first: what was published before the stop
+/// serving.join().unwrap()?;
+///
+/// let stats = handler.stats();
+/// assert_eq!((stats.connections_opened, stats.connections_closed), (1, 1));
+/// assert_eq!(stats.events_sent, 1);
+/// assert_eq!(stats.slow_client_disconnects, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Stats {

@@ -20,7 +20,7 @@ fn response_head_and_event_bytes_are_exact() {
     let head = read_until(&mut stream, b"\r\n\r\n: open\n\n");
     assert_eq!(
         String::from_utf8(head).unwrap(),
-        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache, no-transform\r\n\
          X-Accel-Buffering: no\r\nConnection: keep-alive\r\n\r\n: open\n\n"
     );
     let id = server.handler.send_all(Event::data("hello\nworld")).unwrap().id.unwrap();
@@ -29,6 +29,26 @@ fn response_head_and_event_bytes_are_exact() {
     let body = read_until(&mut stream, b"id: abc\nevent: tick\ndata: \n\n");
     let expected = format!("id: {id}\ndata: hello\ndata: world\n\nid: abc\nevent: tick\ndata: \n\n");
     assert_eq!(String::from_utf8(body).unwrap(), expected);
+}
+
+#[test]
+fn a_configured_header_replaces_the_handlers_own_of_the_same_name() {
+    let config = Config::default()
+        .allow_origin("*")
+        .header("cache-control", "no-store, no-transform")
+        .header("Access-Control-Allow-Origin", "https://app.example")
+        .header("Link", "<a>")
+        .header("Link", "<b>");
+    let server = start(config);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.write_all(b"GET /events HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let head = read_until(&mut stream, b"\r\n\r\n: open\n\n");
+    assert_eq!(
+        String::from_utf8(head).unwrap(),
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\ncache-control: no-store, no-transform\r\n\
+         X-Accel-Buffering: no\r\nConnection: keep-alive\r\nAccess-Control-Allow-Origin: https://app.example\r\n\
+         Link: <a>\r\nLink: <b>\r\n\r\n: open\n\n"
+    );
 }
 
 #[test]
