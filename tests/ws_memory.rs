@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::{Mutex, PoisonError};
 
-use sse_handler::ws::WsConfig;
+use sse_handler::ws::{Message, WsConfig};
 use ws_support::*;
 
 const MIB: usize = 1024 * 1024;
@@ -30,6 +30,25 @@ fn rss() -> usize {
 /// How much the resident set grew since `before`, in MiB (for messages).
 fn grown_mib(before: usize) -> f64 {
     rss().saturating_sub(before) as f64 / MIB as f64
+}
+
+#[test]
+fn a_ping_flood_from_a_client_that_never_reads_holds_no_queue_of_pongs() {
+    let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+    let server = start(WsConfig::default());
+    let mut stream = open(server.addr);
+    // 300 000 pings with the largest payload a ping may carry: 39 MB on the wire. A server that
+    // queues one pong per ping holds more than 50 MiB of them once its writes are blocked.
+    let pings = frame(PING, &[b'p'; 125]).repeat(1000);
+    let before = rss();
+    for _ in 0..300 {
+        stream.write_all(&pings).expect("the server reads the pings");
+    }
+    // Frames are read in order: once this message reaches the hook, every ping has been handled.
+    stream.write_all(&frame(TEXT, b"done")).unwrap();
+    assert_eq!(server.next_message().1, Message::Text("done".into()));
+    let grown = grown_mib(before);
+    assert!(grown < 8.0, "the ping flood grew the process by {grown:.1} MiB");
 }
 
 #[test]

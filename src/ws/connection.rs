@@ -13,10 +13,11 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, never, select_biased};
+use parking_lot::Mutex;
 
 use super::close::{CloseCause, Closed, NO_STATUS};
 use super::frame::{self, OpCode, ReadError, Violation};
@@ -42,11 +43,13 @@ impl Queued for Outbound {
     }
 }
 
-/// What the reader tells the writer.
+/// What the reader tells the writer. At most one of each kind is ever waiting: a ping to answer (its
+/// payload waits in [`Liveness`], where a newer one replaces it), the answer to our ping, and the
+/// reader's last word; so the queue stays this short however fast the client sends.
 #[derive(Debug)]
 pub(crate) enum Control {
-    /// Answer this ping.
-    Pong(Vec<u8>),
+    /// Answer the latest ping (its payload waits in [`Liveness`]).
+    Pong,
     /// The client answered our ping: the writer, asleep until the pong deadline, recomputes it.
     PongReceived,
     /// The client sent a close frame (with its code and reason, if any); the reader has stopped.
@@ -59,17 +62,50 @@ pub(crate) enum Control {
     ReadEnded,
 }
 
-/// When the client was last heard from, shared by the reader (which records it) and the writer (whose
-/// heartbeat depends on it).
+/// The room the control queue needs: one of each kind of [`Control`] that can wait at once. It is
+/// bounded all the same, so that a mistake in that count would slow a reader down, not grow memory.
+pub(crate) const CONTROL_CAPACITY: usize = 4;
+
+/// The pings and pongs between the reader and the writer: when the client was last heard from (the
+/// writer's heartbeat depends on it), whether our ping awaits its pong, and the client's latest ping
+/// that the writer has not answered yet.
 #[derive(Debug)]
 pub(crate) struct Liveness {
     started: Instant,
     heard_nanos: AtomicU64,
+    ping_unanswered: AtomicBool,
+    latest_ping: Mutex<Option<Vec<u8>>>,
 }
 
 impl Liveness {
     pub(crate) fn new() -> Liveness {
-        Liveness { started: Instant::now(), heard_nanos: AtomicU64::new(0) }
+        Liveness {
+            started: Instant::now(),
+            heard_nanos: AtomicU64::new(0),
+            ping_unanswered: AtomicBool::new(false),
+            latest_ping: Mutex::new(None),
+        }
+    }
+
+    /// Keeps the payload of a ping to answer, in place of an older one still unanswered: only the
+    /// latest is answered (RFC 6455 §5.5.3). True when none was waiting, so the writer is to be told.
+    fn ping_to_answer(&self, payload: Vec<u8>) -> bool {
+        self.latest_ping.lock().replace(payload).is_none()
+    }
+
+    /// The payload of the latest ping, for its pong.
+    fn take_ping(&self) -> Option<Vec<u8>> {
+        self.latest_ping.lock().take()
+    }
+
+    /// The writer is sending a ping: the next pong answers it.
+    fn ping_sent(&self) {
+        self.ping_unanswered.store(true, Ordering::Release);
+    }
+
+    /// A pong came: whether it answers our ping (false for an unsolicited one, or a second answer).
+    fn pong_answers_ping(&self) -> bool {
+        self.ping_unanswered.swap(false, Ordering::AcqRel)
     }
 
     fn heard(&self) {
@@ -105,13 +141,15 @@ pub(crate) fn read_loop<R: Read>(
                     break Control::HookPanicked;
                 }
             }
+            // A client that pings faster than the pongs can be written (one that never reads, say)
+            // costs one waiting payload, not a queue of pongs.
             Incoming::Ping(payload) => {
-                if control.send(Control::Pong(payload)).is_err() {
+                if liveness.ping_to_answer(payload) && control.send(Control::Pong).is_err() {
                     return;
                 }
             }
             Incoming::Pong(_) => {
-                if control.send(Control::PongReceived).is_err() {
+                if liveness.pong_answers_ping() && control.send(Control::PongReceived).is_err() {
                     return;
                 }
             }
@@ -179,8 +217,11 @@ impl Writer {
             // Control first: a pong or a close answer goes before data queued at the same moment.
             let step = select_biased! {
                 recv(control) -> message => match message {
-                    Ok(Control::Pong(payload)) if closing.is_none() => self.send_frame(OpCode::Pong, &payload),
-                    Ok(Control::Pong(_) | Control::PongReceived) => Ok(()),
+                    Ok(Control::Pong) => match (self.liveness.take_ping(), &closing) {
+                        (Some(payload), None) => self.send_frame(OpCode::Pong, &payload),
+                        _ => Ok(()),
+                    },
+                    Ok(Control::PongReceived) => Ok(()),
                     Ok(Control::PeerClosed(frame)) => Err(self.peer_closed(frame, closing.take())),
                     Ok(Control::Violation(violation)) => Err(self.fail(violation, closing.take())),
                     Ok(Control::HookPanicked) => Err(self.hook_panicked(closing.take())),
@@ -242,6 +283,7 @@ impl Writer {
             Due::Ping => {
                 // Taken before the write: a quick pong may be read before the write even returns.
                 let sent_at = Instant::now();
+                self.liveness.ping_sent();
                 self.send_frame(OpCode::Ping, b"")?;
                 *ping_sent = Some(sent_at);
                 Ok(())
@@ -408,5 +450,45 @@ impl Writer {
                 _ => Closed::write_failed(&err),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::frame::Role;
+    use crate::ws::message::Limits;
+
+    /// The reader's loop over `input` (masked client frames, then the end of the input); returns what
+    /// it left on the control queue for the writer.
+    fn read_all(input: &[u8], liveness: &Liveness) -> Vec<Control> {
+        let limits = Limits { max_frame: 1024, max_message: 1024 };
+        let (control, queued) = crossbeam_channel::unbounded();
+        read_loop(MessageReader::new(input, Role::Server, limits), &control, liveness, |_| true);
+        queued.try_iter().collect()
+    }
+
+    fn client_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        frame::encode(true, opcode, payload, Some([1, 2, 3, 4]))
+    }
+
+    #[test]
+    fn a_ping_flood_leaves_one_pong_to_write_for_the_latest_ping() {
+        let pings: Vec<u8> =
+            (0..10_000u32).flat_map(|i| client_frame(OpCode::Ping, &i.to_be_bytes())).collect();
+        let liveness = Liveness::new();
+        let queued = read_all(&pings, &liveness);
+        assert!(matches!(queued.as_slice(), [Control::Pong, Control::ReadEnded]), "{queued:?}");
+        assert_eq!(liveness.take_ping(), Some(9_999u32.to_be_bytes().to_vec()));
+    }
+
+    #[test]
+    fn only_a_pong_that_answers_our_ping_wakes_the_writer() {
+        let pongs = client_frame(OpCode::Pong, b"unsolicited").repeat(1000);
+        let liveness = Liveness::new();
+        assert!(matches!(read_all(&pongs, &liveness).as_slice(), [Control::ReadEnded]));
+        liveness.ping_sent();
+        let queued = read_all(&pongs, &liveness);
+        assert!(matches!(queued.as_slice(), [Control::PongReceived, Control::ReadEnded]), "{queued:?}");
     }
 }

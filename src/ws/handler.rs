@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 
 use super::close::{CloseCause, Closed};
 use super::config::WsConfig;
-use super::connection::{self, Control, Liveness, Outbound, Timing, Writer};
+use super::connection::{self, CONTROL_CAPACITY, Control, Liveness, Outbound, Timing, Writer};
 use super::frame::Role;
 use super::handshake::{self, Upgrade};
 use super::message::{self, CloseFrame, Limits, Message, MessageReader};
@@ -438,7 +438,7 @@ impl WsHandler {
         let mut registration = Registration { shared, connection: &connection, closed: None };
         let info = &connection.info;
 
-        let (control, control_receiver) = crossbeam_channel::unbounded();
+        let (control, control_receiver) = crossbeam_channel::bounded(CONTROL_CAPACITY);
         let liveness = Arc::new(Liveness::new());
         let config = &shared.config;
         let writer = Writer {

@@ -42,6 +42,10 @@
 //! The writer owns the closing handshake and decides how the connection ended ([`Closed`]); then it
 //! shuts the socket down, which ends the reader's blocking read, and the close hook runs.
 //!
+//! **Pings** are answered as soon as the writer can, but only the latest of those that arrive before
+//! it can (RFC 6455 §5.5.3): a client that sends pings and reads none of the pongs holds one ping's
+//! payload on the server, not a queue of pongs, until its blocked write meets the send timeout.
+//!
 //! **Slow clients** get the SSE side's policy: every write has the send timeout, the outbound queue is
 //! bounded by [`WsConfig::queue_capacity`], and a send that finds it full drops the client
 //! ([`CloseCause::SlowClient`]) instead of waiting or buffering without end.
