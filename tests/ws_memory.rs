@@ -9,9 +9,11 @@ mod ws_support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::mpsc;
 use std::sync::{Mutex, PoisonError};
 
-use sse_handler::ws::{Message, WsConfig};
+use sse_handler::Server;
+use sse_handler::ws::{CloseCause, Message, WsConfig, WsHandler};
 use ws_support::*;
 
 const MIB: usize = 1024 * 1024;
@@ -49,6 +51,52 @@ fn a_ping_flood_from_a_client_that_never_reads_holds_no_queue_of_pongs() {
     assert_eq!(server.next_message().1, Message::Text("done".into()));
     let grown = grown_mib(before);
     assert!(grown < 8.0, "the ping flood grew the process by {grown:.1} MiB");
+}
+
+#[test]
+fn an_echo_client_that_never_reads_is_bounded_by_the_queue_bytes() {
+    let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+    let (message_tx, messages) = mpsc::channel();
+    let (close_tx, closes) = mpsc::channel();
+    let handler = WsHandler::builder(WsConfig::default())
+        .on_message(move |conn, message| {
+            if message.is_text() {
+                let _ = message_tx.send(message);
+            } else {
+                let _ = conn.send(message);
+            }
+        })
+        .on_close(move |_, closed| {
+            let _ = close_tx.send(closed.clone());
+        })
+        .build()
+        .unwrap();
+    let handle = Server::bind("127.0.0.1:0").unwrap().websocket("/ws", &handler).spawn().unwrap();
+    let mut stream = open(handle.local_addr());
+    // 64 messages of 1 MiB, each echoed to a client that reads nothing: a queue bounded by count
+    // alone (1024) holds all 64 MiB.
+    let message = frame(BINARY, &vec![b'e'; MIB]);
+    let before = rss();
+    for _ in 0..64 {
+        // The server may drop this client as slow, and close, before it has sent everything.
+        if stream.write_all(&message).is_err() {
+            break;
+        }
+    }
+    if stream.write_all(&frame(TEXT, b"done")).is_ok() {
+        let done = messages.recv_timeout(TIMEOUT);
+        assert!(
+            done.is_ok() || handler.slow_client_drops() == 1,
+            "the server neither read on nor dropped us"
+        );
+    }
+    let grown = grown_mib(before);
+    drop(stream);
+    let closed = closes.recv_timeout(TIMEOUT).expect("the connection ends once the client is gone");
+    assert!(grown < 16.0, "an echo nobody reads grew the process by {grown:.1} MiB");
+    assert_eq!(closed.cause, CloseCause::SlowClient, "{closed:?}");
+    assert_eq!(handler.slow_client_drops(), 1);
+    handle.shutdown();
 }
 
 #[test]

@@ -53,6 +53,11 @@ pub struct WsConfig {
     /// Messages that may wait in one connection's outbound queue. When a client falls this far
     /// behind, it is disconnected, as on the SSE side. Default 1024.
     pub queue_capacity: usize,
+    /// Bytes of messages (as frames) that may wait in one connection's outbound queue; one message is
+    /// always let in, however large. A client that falls this far behind is disconnected, as for
+    /// [`queue_capacity`](WsConfig::queue_capacity): without it, an echo of large messages to a
+    /// client that reads none of them would hold `queue_capacity` of them. Default 4 MiB.
+    pub queue_max_bytes: usize,
     /// The largest frame payload a client may send; a larger one closes the connection with 1009.
     /// Default 1 MiB.
     pub max_frame_size: usize,
@@ -75,6 +80,7 @@ impl Default for WsConfig {
             send_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(3),
             queue_capacity: 1024,
+            queue_max_bytes: 4 * 1024 * 1024,
             max_frame_size: 1 << 20,
             max_message_size: 1 << 20,
             origins: OriginPolicy::SameHost,
@@ -115,6 +121,12 @@ impl WsConfig {
         self
     }
 
+    /// Sets [`WsConfig::queue_max_bytes`].
+    pub fn queue_max_bytes(mut self, bytes: usize) -> WsConfig {
+        self.queue_max_bytes = bytes;
+        self
+    }
+
     /// Sets [`WsConfig::max_frame_size`].
     pub fn max_frame_size(mut self, bytes: usize) -> WsConfig {
         self.max_frame_size = bytes;
@@ -148,7 +160,7 @@ impl WsConfig {
     /// Checks that every value is in range.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a zero duration or capacity, or an invalid extra header.
+    /// [`Error::InvalidConfig`] for a zero duration, capacity or size, or an invalid extra header.
     pub fn validate(&self) -> Result<()> {
         let durations = [
             ("heartbeat", self.heartbeat),
@@ -159,8 +171,8 @@ impl WsConfig {
         if let Some((name, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
             return Err(Error::InvalidConfig(format!("{name} must be more than zero")));
         }
-        if self.queue_capacity == 0 {
-            return Err(Error::InvalidConfig("queue_capacity must be at least 1".into()));
+        if self.queue_capacity == 0 || self.queue_max_bytes == 0 {
+            return Err(Error::InvalidConfig("queue_capacity and queue_max_bytes must be at least 1".into()));
         }
         if self.max_frame_size == 0 || self.max_message_size == 0 {
             return Err(Error::InvalidConfig(
@@ -184,6 +196,7 @@ mod tests {
         assert!(WsConfig::default().heartbeat(Duration::ZERO).validate().is_err());
         assert!(WsConfig::default().pong_timeout(Duration::ZERO).validate().is_err());
         assert!(WsConfig::default().queue_capacity(0).validate().is_err());
+        assert!(WsConfig::default().queue_max_bytes(0).validate().is_err());
         assert!(WsConfig::default().max_message_size(0).validate().is_err());
         assert!(WsConfig::default().header("Bad Name", "v").validate().is_err());
     }

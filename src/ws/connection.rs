@@ -10,7 +10,7 @@
 //! The writer owns the closing handshake and decides how the connection ended; when it is done it
 //! shuts the socket down, which ends the reader's blocking read.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -174,8 +174,14 @@ enum Due {
     CloseTimeout,
 }
 
-/// Frames taken from the queue in one go are written with one system call, up to this many.
+/// The most frames taken from the queue in one go.
 const MAX_BATCH: usize = 64;
+
+/// The most bytes of frames taken from the queue in one go, and gathered into one write. What the
+/// writer has taken no longer counts against the queue's byte bound, so it takes no more than this
+/// (plus one frame): a client that stops reading then holds at most this much in a blocked write
+/// besides its queue. A frame this large or larger is written from its shared bytes, never copied.
+const MAX_GATHER: usize = 64 * 1024;
 
 /// The writer: every byte that goes to the client, and the decision of how the connection ended.
 pub(crate) struct Writer {
@@ -291,28 +297,26 @@ impl Writer {
         }
     }
 
-    /// Writes what the application queued: consecutive messages in one write, then a close frame if
-    /// one follows them.
+    /// Writes what the application queued: consecutive messages, up to [`MAX_GATHER`] bytes of them
+    /// (see [`write_frames`]), then a close frame if one follows them.
     fn outbound(&mut self, item: Outbound, closing: &mut Option<(Instant, Closed)>) -> Step {
         let mut frames = Vec::new();
+        let mut bytes = 0;
         let mut close = None;
-        match item {
-            Outbound::Frame(bytes) => frames.push(bytes),
-            Outbound::Close { frame, cause } => close = Some((frame, cause)),
-        }
-        while close.is_none() && !frames.is_empty() && frames.len() < MAX_BATCH {
-            match self.data.try_recv() {
-                Ok(Outbound::Frame(bytes)) => frames.push(bytes),
-                Ok(Outbound::Close { frame, cause }) => close = Some((frame, cause)),
-                Err(_) => break,
+        let mut next = Some(item);
+        while let Some(item) = next.take() {
+            match item {
+                Outbound::Frame(frame) => {
+                    bytes += frame.len();
+                    frames.push(frame);
+                }
+                Outbound::Close { frame, cause } => close = Some((frame, cause)),
+            }
+            if close.is_none() && bytes < MAX_GATHER && frames.len() < MAX_BATCH {
+                next = self.data.try_recv().ok();
             }
         }
-        for bytes in &frames {
-            self.connection.taken(bytes.len());
-        }
-        if close.is_some() {
-            self.connection.taken(0);
-        }
+        self.connection.taken_many(frames.len() + usize::from(close.is_some()), bytes);
         if self.connection.close_reason() == Some(&CloseReason::SlowClient) {
             // No point writing a backlog to a client that cannot keep up.
             return Err(Closed::abnormal(CloseCause::SlowClient));
@@ -321,11 +325,8 @@ impl Writer {
             // Nothing goes out after our close frame (RFC 6455 §5.5.1).
             return Ok(());
         }
-        match frames.as_slice() {
-            [] => {}
-            [one] => self.write(one)?,
-            many => self.write(&many.concat())?,
-        }
+        let written = write_frames(&mut self.socket, &frames);
+        self.check_written(written)?;
         if let Some((frame, cause)) = close {
             self.send_close(Some(&frame))?;
             let closed = Closed::new(cause, frame.code, frame.reason);
@@ -442,7 +443,12 @@ impl Writer {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Step {
-        self.socket.write_all(bytes).map_err(|err| {
+        let written = self.socket.write_all(bytes);
+        self.check_written(written)
+    }
+
+    fn check_written(&self, written: io::Result<()>) -> Step {
+        written.map_err(|err| {
             // A write blocked on a client already dropped as slow fails when the client goes: it
             // ended as a slow client all the same.
             match self.connection.close_reason() {
@@ -451,6 +457,27 @@ impl Writer {
             }
         })
     }
+}
+
+/// Writes `frames` in order, never copying a large one: frames smaller than [`MAX_GATHER`] are
+/// gathered into writes of at most that many bytes, a larger one is written from its shared bytes.
+fn write_frames(out: &mut impl Write, frames: &[Arc<[u8]>]) -> io::Result<()> {
+    if let [one] = frames {
+        return out.write_all(one);
+    }
+    let mut gathered = Vec::new();
+    for frame in frames {
+        if !gathered.is_empty() && gathered.len() + frame.len() > MAX_GATHER {
+            out.write_all(&gathered)?;
+            gathered.clear();
+        }
+        if frame.len() >= MAX_GATHER {
+            out.write_all(frame)?;
+        } else {
+            gathered.extend_from_slice(frame);
+        }
+    }
+    if gathered.is_empty() { Ok(()) } else { out.write_all(&gathered) }
 }
 
 #[cfg(test)]
@@ -470,6 +497,44 @@ mod tests {
 
     fn client_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
         frame::encode(true, opcode, payload, Some([1, 2, 3, 4]))
+    }
+
+    /// Records each write: where its bytes were, how many, and all bytes in order.
+    #[derive(Default)]
+    struct Recorder {
+        writes: Vec<(*const u8, usize)>,
+        bytes: Vec<u8>,
+    }
+
+    impl Write for Recorder {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.writes.push((buf.as_ptr(), buf.len()));
+            self.bytes.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn frames_are_written_in_bounded_pieces_and_a_large_one_is_not_copied() {
+        let small: Vec<Arc<[u8]>> = (0..60u8).map(|i| vec![i; 3000].into()).collect();
+        let large: Arc<[u8]> = vec![0xAB; 200_000].into();
+        let mut frames = small[..30].to_vec();
+        frames.push(Arc::clone(&large));
+        frames.extend_from_slice(&small[30..]);
+        let mut out = Recorder::default();
+        write_frames(&mut out, &frames).unwrap();
+        assert_eq!(out.bytes, frames.concat());
+        assert!(
+            out.writes.contains(&(large.as_ptr(), large.len())),
+            "the large frame is written from its own bytes"
+        );
+        let gathered: Vec<usize> = out.writes.iter().map(|w| w.1).filter(|&len| len != large.len()).collect();
+        assert!(gathered.iter().all(|&len| len <= MAX_GATHER), "{gathered:?}");
+        assert!(gathered.len() <= 4, "small frames are gathered: {gathered:?}");
     }
 
     #[test]

@@ -47,8 +47,10 @@
 //! payload on the server, not a queue of pongs, until its blocked write meets the send timeout.
 //!
 //! **Slow clients** get the SSE side's policy: every write has the send timeout, the outbound queue is
-//! bounded by [`WsConfig::queue_capacity`], and a send that finds it full drops the client
-//! ([`CloseCause::SlowClient`]) instead of waiting or buffering without end.
+//! bounded by count ([`WsConfig::queue_capacity`]) and by bytes ([`WsConfig::queue_max_bytes`]), and a
+//! send that finds it full drops the client ([`CloseCause::SlowClient`]) instead of waiting or
+//! buffering without end. The writer takes at most 64 KiB of small frames from the queue at a time,
+//! gathered into one write, and writes a larger frame from the bytes the queue shares, never a copy.
 //!
 //! # Why our own framing
 //!
