@@ -73,6 +73,11 @@ mod handler;
 mod handshake;
 mod message;
 
+#[cfg(feature = "fuzzing")]
+pub(crate) use frame::{ReadError, Role};
+#[cfg(feature = "fuzzing")]
+pub(crate) use message::{Incoming, Limits, MessageReader};
+
 pub use close::{CloseCause, Closed};
 pub use config::{OriginPolicy, WsConfig};
 pub use handler::{WsConnection, WsHandler, WsHandlerBuilder};
