@@ -254,6 +254,10 @@ impl Pacing for Shared {
         self.config.overflow
     }
 
+    fn linger(&self) -> Duration {
+        self.config.linger
+    }
+
     fn counters(&self) -> &Counters {
         &self.counters
     }
