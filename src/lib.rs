@@ -7,6 +7,7 @@ mod burst;
 pub mod client;
 mod config;
 mod connection;
+mod deadline;
 mod error;
 mod event;
 #[cfg(feature = "fuzzing")]
