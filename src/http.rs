@@ -222,6 +222,7 @@ impl HeadScan {
     }
 
     /// How many times the head was parsed so far.
+    #[cfg(test)]
     pub(crate) fn parses(&self) -> usize {
         self.parses
     }
