@@ -847,6 +847,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn accept_failures_back_off_and_warn_once_per_interval() {
+        // Thirty seconds of an `accept` that always fails (out of file descriptors), in simulated time.
+        let mut backoff = AcceptBackoff::default();
+        let start = Instant::now();
+        let (mut now, mut attempts, mut warnings, mut held_back) = (start, 0, 0, 0);
+        while now < start + Duration::from_secs(30) {
+            attempts += 1;
+            let (pause, warn) = backoff.failed(now);
+            if let Some(count) = warn {
+                warnings += 1;
+                held_back += count;
+            }
+            now += pause;
+        }
+        // A fixed 10 ms pause and a warning each time made 3000 of each.
+        assert!(attempts <= 40, "{attempts} attempts");
+        assert_eq!(warnings, 3, "at 0, 10 and 20 s");
+        let not_yet_told = backoff.warnings.held_back;
+        assert_eq!(warnings + held_back + not_yet_told, attempts, "every failure is counted");
+        backoff.succeeded();
+        assert_eq!(backoff.failed(now).0, AcceptBackoff::FIRST_PAUSE, "a success starts over");
+    }
+
+    #[test]
     fn json_strings_are_escaped() {
         assert_eq!(json_string("a\"b\\c\u{1}é"), "\"a\\\"b\\\\c\\u0001é\"");
     }
