@@ -289,6 +289,7 @@ pub(crate) fn linger_close(mut stream: &TcpStream) {
 /// Every line must end in CRLF: a bare LF is [`Error::BadRequest`]. HTTP allows a server to take it
 /// for a line end, but a proxy in front that does not would see other header lines than we do (and so,
 /// perhaps, another body), which is how requests are smuggled past it.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn parse_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Request, usize)>> {
     Ok(parse_request_head(buf, max_head_bytes)?.map(|head| (head.request, head.len)))
 }

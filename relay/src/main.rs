@@ -3,6 +3,7 @@
 
 mod cli;
 mod input;
+mod origin;
 mod page;
 mod relay;
 
