@@ -686,17 +686,17 @@ fn serve_connection(shared: &ServerShared, socket: &Arc<TcpStream>) {
 fn serve_request(shared: &ServerShared, socket: &Arc<TcpStream>, answer_begun: &Cell<bool>) {
     let _ = socket.set_nodelay(true);
     let limits = &shared.config.request_limits;
-    let refuse = |err: &Error| refuse(socket, err, answer_begun);
+    let refuse_with = |err: &Error| refuse(socket, err, answer_begun);
     let head = match http::read_head(socket, limits) {
         Ok(head) => head,
         // Shutdown ended this read; say so rather than blame the request.
-        Err(_) if shared.stopping.load(Ordering::SeqCst) => return refuse(&Error::ShutDown),
-        Err(err) => return refuse(&err),
+        Err(_) if shared.stopping.load(Ordering::SeqCst) => return refuse_with(&Error::ShutDown),
+        Err(err) => return refuse_with(&err),
     };
     let request = &head.request;
     let endpoint = match shared.endpoint_for(request) {
         Ok(endpoint) => endpoint,
-        Err(err) => return refuse(&err),
+        Err(err) => return refuse_with(&err),
     };
     let _ = socket.set_write_timeout(Some(shared.config.send_timeout));
     match endpoint {
@@ -717,7 +717,7 @@ fn serve_request(shared: &ServerShared, socket: &Arc<TcpStream>, answer_begun: &
         Endpoint::Publish { handler, authenticator } => {
             match publish(handler, authenticator.as_ref(), socket, &head, limits) {
                 Ok(response) => write_response(socket, &response, false, shared, answer_begun),
-                Err(err) => refuse(&err),
+                Err(err) => refuse_with(&err),
             }
         }
         #[cfg(feature = "websocket")]
