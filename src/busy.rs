@@ -16,9 +16,10 @@ use std::net::{Shutdown, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
-use crate::http::{HeadScan, Request};
+use crate::error::Error;
+use crate::http::{HeadScan, Request, Response};
 
 /// Connections in the room at most; a newcomer beyond this turns out the one that came first.
 pub(crate) const ROOM_SIZE: usize = 128;
@@ -38,6 +39,30 @@ pub(crate) struct TurnedAway {
 /// Writes the answer for a request (`None` when its head did not come in time, or was not valid)
 /// over `limit` into the given buffer.
 pub(crate) type Answer<'a> = dyn Fn(Option<&Request>, usize, &mut Vec<u8>) + 'a;
+
+/// Queues a connection for the room. When the queue is full (the room's thread is behind), the one
+/// queued longest makes way, with a `503` written without reading its request: the newest are the
+/// likeliest to be clients whose request is on its way, the oldest to be idle.
+pub(crate) fn hand_over(sender: &Sender<TurnedAway>, queue: &Receiver<TurnedAway>, turned_away: TurnedAway) {
+    if let Err(TrySendError::Full(turned_away)) = sender.try_send(turned_away) {
+        if let Ok(oldest) = queue.try_recv() {
+            answer_unread(&oldest);
+        }
+        // Still full only if the room's thread is gone or others raced for the space: close it then.
+        let _ = sender.try_send(turned_away);
+    }
+}
+
+/// Writes the answer for no request, without waiting (the socket's buffer takes it whole).
+fn answer_unread(turned_away: &TurnedAway) {
+    let Some(response) = Response::for_error(&Error::TooManyConnections { limit: turned_away.limit }) else {
+        return;
+    };
+    let mut bytes = Vec::new();
+    if turned_away.stream.set_nonblocking(true).is_ok() && response.write_to(&mut bytes, false).is_ok() {
+        let _ = (&turned_away.stream).write(&bytes);
+    }
+}
 
 /// Serves the room until the queue's sender is dropped; then answers whoever is still waiting.
 pub(crate) fn serve(

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
 use crate::auth::{AllowAll, Authenticator};
@@ -277,6 +277,7 @@ impl Server {
         // bounded waiting room: a flood costs one thread and a fixed number of sockets.
         let (busy_sender, busy_queue) = crossbeam_channel::bounded::<TurnedAway>(64);
         let busy_shared = Arc::clone(&shared);
+        let accept_busy = (busy_sender, busy_queue.clone());
         let busy_thread = thread::Builder::new().name("sse-busy".into()).spawn(move || {
             let limits = &busy_shared.config.request_limits;
             let answer = |request: Option<&Request>, limit, out: &mut Vec<u8>| {
@@ -288,7 +289,7 @@ impl Server {
         let accept_shared = Arc::clone(&shared);
         let accept_thread = thread::Builder::new()
             .name("sse-accept".into())
-            .spawn(move || accept_loop(&listener, &accept_shared, &busy_sender))?;
+            .spawn(move || accept_loop(&listener, &accept_shared, &accept_busy))?;
         log::info!("listening on http://{addr}");
         Ok(ServerHandle { addr, shared, accept_thread, busy_thread })
     }
@@ -514,7 +515,13 @@ fn within_open_files_limit(mut config: ServerConfig) -> ServerConfig {
     config
 }
 
-fn accept_loop(listener: &TcpListener, shared: &Arc<ServerShared>, busy: &Sender<TurnedAway>) {
+/// Accepts, admits and starts a thread per connection; hands those over the limits to the busy
+/// room through `busy`, the room's queue (both ends: a full queue makes its oldest entry give way).
+fn accept_loop(
+    listener: &TcpListener,
+    shared: &Arc<ServerShared>,
+    busy: &(Sender<TurnedAway>, Receiver<TurnedAway>),
+) {
     let mut backoff = AcceptBackoff::default();
     let mut turned_away = Throttle::default();
     for incoming in listener.incoming() {
@@ -552,8 +559,7 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<ServerShared>, busy: &Sender
                 });
             }
             if let Ok(stream) = Arc::try_unwrap(socket) {
-                // A full queue means a flood: close at once rather than queue without end.
-                let _ = busy.try_send(TurnedAway { stream, limit });
+                busy::hand_over(&busy.0, &busy.1, TurnedAway { stream, limit });
             }
             continue;
         }
