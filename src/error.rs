@@ -20,8 +20,10 @@ pub enum Error {
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
 
-    /// A socket operation did not finish in time: the request head did not arrive within the head
-    /// timeout, or a write blocked past the send timeout (a client that stopped reading).
+    /// A socket operation did not finish in time: the request (head or body) did not arrive within the
+    /// request timeout (answered `408`; a connection that sent nothing at all is closed without an
+    /// answer, [`Phase::Idle`]), or a write blocked past the send timeout (a client that stopped
+    /// reading).
     #[error("timed out while {0}")]
     Timeout(Phase),
 
@@ -127,6 +129,7 @@ impl Error {
             Error::Rejected(rejection) => rejection.status(),
             Error::NotFound(_) => 404,
             Error::MethodNotAllowed { .. } => 405,
+            Error::Timeout(Phase::ReadRequest) => 408,
             Error::BodyTooLarge { .. } => 413,
             Error::HeadTooLarge { .. } => 431,
             Error::Panicked(_) => 500,
@@ -155,6 +158,10 @@ impl Error {
 pub enum Phase {
     /// Reading the request head (or body) from the client.
     ReadRequest,
+    /// Waiting for a request on a connection that has sent nothing yet. Browsers open such
+    /// connections ahead of need; one that times out is closed without an answer, since a `408` on it
+    /// would be read as the answer to the request the browser sends on it next.
+    Idle,
     /// Writing to the client.
     Write,
 }
@@ -163,6 +170,7 @@ impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Phase::ReadRequest => "reading the request",
+            Phase::Idle => "waiting for a request",
             Phase::Write => "writing to the client",
         })
     }

@@ -3,11 +3,14 @@
 #![warn(missing_docs)]
 
 mod auth;
+mod busy;
 pub mod client;
 mod config;
 mod connection;
+mod deadline;
 mod error;
 mod event;
+mod fd_limit;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -27,6 +30,7 @@ pub use auth::{AllowAll, Authenticator, BearerToken, Rejection};
 pub use config::{Config, RequestLimits, UnknownIdPolicy};
 pub use error::{Error, Field, FieldProblem, Phase, Result};
 pub use event::{Event, EventBuilder};
+pub use fd_limit::raise_fd_limit;
 pub use handler::{HandlerBuilder, NewConnection, Sent, SseHandler};
 pub use health::Health;
 pub use http::{Request, Response};

@@ -33,21 +33,33 @@ pub struct Relay {
 impl Relay {
     /// Starts `sse-relay --listen 127.0.0.1:0 ARGS...` and waits for its `listening on` line.
     pub fn start(args: &[&str]) -> Relay {
-        Relay::launch("127.0.0.1:0", args, &[])
+        Relay::launch(Command::new(env!("CARGO_BIN_EXE_sse-relay")), "127.0.0.1:0", args, &[])
     }
 
     /// As [`Relay::start`], with these environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Relay {
-        Relay::launch("127.0.0.1:0", args, env)
+        Relay::launch(Command::new(env!("CARGO_BIN_EXE_sse-relay")), "127.0.0.1:0", args, env)
     }
 
     /// Starts the relay on `listen` (an address a test has just freed, to restart on the same port).
     pub fn start_on(listen: &str, args: &[&str]) -> Relay {
-        Relay::launch(listen, args, &[])
+        Relay::launch(Command::new(env!("CARGO_BIN_EXE_sse-relay")), listen, args, &[])
     }
 
-    fn launch(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Relay {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sse-relay"))
+    /// As [`Relay::start`], with the soft limit on open files lowered to `soft` (by the shell, which
+    /// then becomes the relay).
+    pub fn start_with_open_file_limit(soft: u64, args: &[&str]) -> Relay {
+        let mut shell = Command::new("sh");
+        shell.args([
+            "-c",
+            &format!("ulimit -Sn {soft} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_sse-relay"),
+        ]);
+        Relay::launch(shell, "127.0.0.1:0", args, &[])
+    }
+
+    fn launch(mut command: Command, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Relay {
+        let mut child = command
             .args(["--listen", listen, "--log-level", "debug"])
             .args(args)
             .env_remove("RUST_LOG")
@@ -148,6 +160,11 @@ impl Relay {
             assert!(Instant::now() < deadline, "the relay did not exit; it logged:\n{}", self.stderr());
             thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The relay's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether the process is still running.
