@@ -2,6 +2,7 @@
 
 use std::hash::{BuildHasher, RandomState};
 
+use crate::error::Rejection;
 use crate::http::Request;
 
 /// Decides whether a request may go ahead, and who made it.
@@ -130,54 +131,6 @@ fn confirm(token: &str, presented: &str) -> bool {
     #[cfg(test)]
     tests::TOKEN_BYTES_COMPARED.with(|compared| compared.set(compared.get() + token.len()));
     token == presented
-}
-
-/// An authenticator's refusal: the status and message the client gets, and any extra headers
-/// (such as `WWW-Authenticate`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    status: u16,
-    message: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Rejection {
-    /// A refusal with any status (it should be a 4xx or 5xx) and a short message for the response body.
-    pub fn new(status: u16, message: impl Into<String>) -> Rejection {
-        Rejection { status, message: message.into(), headers: Vec::new() }
-    }
-
-    /// `401 Unauthorized` with `WWW-Authenticate: Bearer`.
-    pub fn unauthorized(message: impl Into<String>) -> Rejection {
-        Rejection::new(401, message).with_header("WWW-Authenticate", "Bearer")
-    }
-
-    /// `403 Forbidden`.
-    pub fn forbidden(message: impl Into<String>) -> Rejection {
-        Rejection::new(403, message)
-    }
-
-    /// Adds a response header. Header names and values with CR or LF are dropped when the answer is
-    /// written, since they would split the response.
-    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Rejection {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-
-    /// The status the client gets.
-    pub fn status(&self) -> u16 {
-        self.status
-    }
-
-    /// The message the client gets in the response body.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    /// The extra response headers.
-    pub fn headers(&self) -> &[(String, String)] {
-        &self.headers
-    }
 }
 
 #[cfg(test)]

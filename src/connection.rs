@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 
+use crate::config::OverflowPolicy;
 use crate::event::Event;
 use crate::log::{EventLog, FellBehind};
-use crate::registry::{CloseReason, Connection, OverflowPolicy, Queued};
+use crate::registry::{CloseReason, Connection, Queued};
 use crate::stats::Counters;
 use crate::wait::Waiter;
 

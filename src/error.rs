@@ -2,8 +2,7 @@
 
 use std::io;
 
-use crate::auth::Rejection;
-use crate::registry::ConnectionId;
+use crate::id::ConnectionId;
 
 /// A `Result` whose error defaults to this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -217,6 +216,54 @@ impl std::fmt::Display for FieldProblem {
                 "would make browsers send a CORS preflight (over 128 bytes or an unsafe byte)"
             }
         })
+    }
+}
+
+/// An authenticator's refusal: the status and message the client gets, and any extra headers
+/// (such as `WWW-Authenticate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    status: u16,
+    message: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Rejection {
+    /// A refusal with any status (it should be a 4xx or 5xx) and a short message for the response body.
+    pub fn new(status: u16, message: impl Into<String>) -> Rejection {
+        Rejection { status, message: message.into(), headers: Vec::new() }
+    }
+
+    /// `401 Unauthorized` with `WWW-Authenticate: Bearer`.
+    pub fn unauthorized(message: impl Into<String>) -> Rejection {
+        Rejection::new(401, message).with_header("WWW-Authenticate", "Bearer")
+    }
+
+    /// `403 Forbidden`.
+    pub fn forbidden(message: impl Into<String>) -> Rejection {
+        Rejection::new(403, message)
+    }
+
+    /// Adds a response header. Header names and values with CR or LF are dropped when the answer is
+    /// written, since they would split the response.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Rejection {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The status the client gets.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The message the client gets in the response body.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The extra response headers.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
     }
 }
 

@@ -5,7 +5,6 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::config::RequestLimits;
 use crate::error::{Error, Phase, Result};
 
 /// Headers beyond this count make a head "too large" (431).
@@ -729,6 +728,62 @@ fn reason_phrase(status: u16) -> &'static str {
         501 => "Not Implemented",
         503 => "Service Unavailable",
         _ => "",
+    }
+}
+
+/// Limits on reading one request, so that no client can hold a thread or memory by sending slowly
+/// or sending much.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestLimits {
+    /// The most bytes a request head (request line and headers) may take; more is answered 431.
+    /// Default 16 KiB.
+    pub max_head_bytes: usize,
+    /// The most bytes a request body (to a publish endpoint) may take; more is answered 413.
+    /// Default 1 MiB.
+    pub max_body_bytes: usize,
+    /// How long the whole request (head and body) may take to arrive; a slower client is dropped
+    /// without an answer. Default 10 s.
+    pub read_timeout: Duration,
+}
+
+impl Default for RequestLimits {
+    fn default() -> RequestLimits {
+        RequestLimits {
+            max_head_bytes: 16 * 1024,
+            max_body_bytes: 1024 * 1024,
+            read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RequestLimits {
+    /// Sets [`RequestLimits::max_head_bytes`].
+    pub fn max_head_bytes(mut self, bytes: usize) -> RequestLimits {
+        self.max_head_bytes = bytes;
+        self
+    }
+
+    /// Sets [`RequestLimits::max_body_bytes`].
+    pub fn max_body_bytes(mut self, bytes: usize) -> RequestLimits {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Sets [`RequestLimits::read_timeout`].
+    pub fn read_timeout(mut self, timeout: Duration) -> RequestLimits {
+        self.read_timeout = timeout;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.max_head_bytes < 64 {
+            return Err(Error::InvalidConfig("max_head_bytes must be at least 64".into()));
+        }
+        if self.read_timeout.is_zero() {
+            return Err(Error::InvalidConfig("read_timeout must be more than zero".into()));
+        }
+        Ok(())
     }
 }
 

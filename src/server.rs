@@ -15,12 +15,12 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::auth::{AllowAll, Authenticator};
 use crate::busy::{self, TurnedAway};
-use crate::config::RequestLimits;
 use crate::deadline::DeadlineWriter;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::fd_limit;
 use crate::handler::{SseHandler, answer_error};
+use crate::http::RequestLimits;
 use crate::http::{self, ReadHead, Request, Response};
 #[cfg(feature = "websocket")]
 use crate::ws::WsHandler;

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use super::handshake::Origin;
-use crate::config::RequestLimits;
 use crate::error::{Error, Result};
+use crate::http::RequestLimits;
 use crate::http::is_valid_header;
 
 /// Which browser pages may open a connection, judged by the `Origin` header they send.

@@ -18,12 +18,12 @@ use super::frame::Role;
 use super::handshake::{self, Upgrade};
 use super::message::{self, CloseFrame, Limits, Message, MessageReader};
 use crate::auth::{AllowAll, Authenticator};
+use crate::config::OverflowPolicy;
 use crate::error::{Error, Result};
 use crate::handler::answer_error;
 use crate::http::{self, Request, Response};
 use crate::registry::{
-    CloseReason, Connection, ConnectionId, ConnectionInfo, OverflowPolicy, Push, Queue, QueueLimits,
-    Registry, Replay,
+    CloseReason, Connection, ConnectionId, ConnectionInfo, Push, Queue, QueueLimits, Registry, Replay,
 };
 
 type ConnectHook = Box<dyn Fn(&WsConnection<'_>) + Send + Sync>;

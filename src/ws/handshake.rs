@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use sha1::{Digest, Sha1};
 
 use super::config::OriginPolicy;
-use crate::auth::Rejection;
+use crate::error::Rejection;
 use crate::error::{Error, Result};
 use crate::http::{self, Request};
 
