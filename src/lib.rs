@@ -14,6 +14,8 @@ pub mod fuzzing;
 mod handler;
 mod http;
 mod log;
+#[cfg(feature = "redis")]
+mod redis_log;
 mod registry;
 mod server;
 mod stats;
@@ -28,6 +30,8 @@ pub use event::{Event, EventBuilder};
 pub use handler::{HandlerBuilder, NewConnection, Sent, SseHandler};
 pub use http::{Request, Response};
 pub use log::{EventLog, FellBehind, MemoryLog};
+#[cfg(feature = "redis")]
+pub use redis_log::{RedisLog, RedisOptions};
 pub use registry::{CloseReason, ConnectionId, ConnectionInfo, ConnectionStats, OverflowPolicy, Replay};
 pub use server::{Server, ServerConfig, ServerHandle, ShutdownReport};
 pub use stats::Stats;
