@@ -6,13 +6,13 @@
 //! order, the stream's, its own publishes included. Older events are read from Redis with `XRANGE`,
 //! a page at a time.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 use redis::Value;
 
 use crate::error::{Error, Result};
@@ -148,6 +148,24 @@ struct Shared {
     waiters: WaitList,
     pool: Mutex<Vec<redis::Connection>>,
     stop: AtomicBool,
+    commits: GroupCommit,
+}
+
+/// Appends waiting to be sent. Whoever finds no append in flight sends all that wait, in one
+/// pipeline, and hands each caller its answer: concurrent publishers share round trips.
+#[derive(Default)]
+struct GroupCommit {
+    state: Mutex<CommitState>,
+    answered: Condvar,
+    round_trips: AtomicU64,
+}
+
+#[derive(Default)]
+struct CommitState {
+    waiting: Vec<(u64, Fields)>,
+    answers: HashMap<u64, std::result::Result<String, String>>,
+    next_ticket: u64,
+    sending: bool,
 }
 
 /// The recent part of the stream, as the tail read it: a contiguous run of entries.
@@ -230,6 +248,7 @@ impl RedisLog {
             waiters: WaitList::default(),
             pool: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
+            commits: GroupCommit::default(),
         });
         let mut connection = shared.open(shared.options.io_timeout)?;
         let epoch = shared.current_epoch(&mut connection).map_err(unavailable)?;
@@ -252,6 +271,12 @@ impl RedisLog {
     /// The stream's key.
     pub fn stream_key(&self) -> &str {
         &self.shared.key
+    }
+
+    /// How many round trips its appends took so far: concurrent appends share one pipeline (group
+    /// commit), so under load this stays well below the number of appends.
+    pub fn append_round_trips(&self) -> u64 {
+        self.shared.commits.round_trips.load(Ordering::Relaxed)
     }
 }
 
@@ -554,6 +579,55 @@ impl Shared {
         self.with_connection(|connection| Ok(!range_ids(connection, &self.key, id, id, 1)?.is_empty()))
     }
 
+    /// Appends one entry, in a pipeline with the appends of other threads that wait meanwhile;
+    /// returns its entry id.
+    fn commit(&self, fields: Fields) -> std::result::Result<String, String> {
+        let commits = &self.commits;
+        let mut state = commits.state.lock();
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.waiting.push((ticket, fields));
+        loop {
+            if let Some(answer) = state.answers.remove(&ticket) {
+                return answer;
+            }
+            if state.sending {
+                // Answered when the pipeline in flight ends (within the I/O timeouts).
+                commits.answered.wait(&mut state);
+                continue;
+            }
+            state.sending = true;
+            let batch = std::mem::take(&mut state.waiting);
+            drop(state);
+            let answers = self.send_batch(&batch);
+            state = commits.state.lock();
+            state.sending = false;
+            for ((ticket, _), answer) in batch.iter().zip(answers) {
+                state.answers.insert(*ticket, answer);
+            }
+            commits.answered.notify_all();
+        }
+    }
+
+    /// One round trip: an `XADD` for each entry.
+    fn send_batch(&self, batch: &[(u64, Fields)]) -> Vec<std::result::Result<String, String>> {
+        self.commits.round_trips.fetch_add(1, Ordering::Relaxed);
+        let mut pipe = redis::pipe();
+        for (_, fields) in batch {
+            let xadd =
+                pipe.cmd("XADD").arg(&self.key).arg("MAXLEN").arg("~").arg(self.options.max_len).arg("*");
+            for (name, value) in fields.pairs() {
+                xadd.arg(name).arg(value);
+            }
+        }
+        match self.with_connection(|connection| pipe.query::<Vec<String>>(connection)) {
+            Ok(ids) if ids.len() == batch.len() => ids.into_iter().map(Ok).collect(),
+            Ok(ids) => vec![Err(format!("{} answers to {} appends", ids.len(), batch.len())); batch.len()],
+            Err(Error::LogUnavailable(why)) => vec![Err(why); batch.len()],
+            Err(err) => vec![Err(err.to_string()); batch.len()],
+        }
+    }
+
     /// Waits until the tail has read up to `position`, or `timeout` passes.
     fn wait_for_tail(&self, position: u64, timeout: Duration) {
         let deadline = Instant::now() + timeout;
@@ -586,13 +660,7 @@ impl EventLog for RedisLog {
             ));
         }
         let shared = &*self.shared;
-        let fields = Fields::of(&event);
-        let id: String = shared.with_connection(|connection| {
-            let mut xadd = redis::cmd("XADD");
-            xadd.arg(&shared.key).arg("MAXLEN").arg("~").arg(shared.options.max_len).arg("*");
-            fields.add_to(&mut xadd);
-            xadd.query(connection)
-        })?;
+        let id = shared.commit(Fields::of(&event)).map_err(Error::LogUnavailable)?;
         let parsed = StreamId::parse(&id).ok_or_else(|| unavailable(format!("XADD answered `{id}`")))?;
         if let Some(position) = parsed.position() {
             shared.wait_for_tail(position, shared.options.io_timeout);
@@ -737,22 +805,18 @@ impl Fields {
         fields
     }
 
-    fn add_to(&self, command: &mut redis::Cmd) {
-        let mut any = false;
-        for (name, value) in [("e", &self.event_type), ("d", &self.data), ("c", &self.comment)] {
-            if let Some(value) = value {
-                command.arg(name).arg(value);
-                any = true;
-            }
+    /// The entry's field-value pairs (at least one: an entry needs a field).
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs: Vec<(&'static str, String)> =
+            [("e", &self.event_type), ("d", &self.data), ("c", &self.comment)]
+                .into_iter()
+                .filter_map(|(name, value)| Some((name, value.clone()?)))
+                .collect();
+        pairs.extend(self.retry.map(|retry| ("r", retry.to_string())));
+        if pairs.is_empty() {
+            pairs.push(("_", String::new()));
         }
-        if let Some(retry) = self.retry {
-            command.arg("r").arg(retry.to_string());
-            any = true;
-        }
-        if !any {
-            // An entry needs a field; this one means nothing.
-            command.arg("_").arg("");
-        }
+        pairs
     }
 
     /// The event an entry stands for, with the entry's id.

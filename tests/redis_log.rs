@@ -8,6 +8,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{TIMEOUT, TestServer, connect_stream, next_event, next_item, start_with};
@@ -293,4 +294,42 @@ fn redis_killed_then_restarted_empty_delivers_what_was_acknowledged_and_resumes(
     let mut resumed = subscribe(a.addr, Some(&after));
     let event = next_event(resumed.events());
     assert_eq!((event.data.as_str(), event.last_event_id.as_str()), ("next", next.as_str()));
+}
+
+#[test]
+#[ignore = "needs redis-server; .ci/run installs it and runs it"]
+fn concurrent_publishers_share_round_trips() {
+    let redis = Redis::start();
+    let log =
+        Arc::new(RedisLog::connect(&redis.url(), &key("group-commit"), RedisOptions::default()).unwrap());
+    let server =
+        start_with(SseHandler::builder(Config::default()).log(Arc::clone(&log)), ServerConfig::default());
+    let mut subscriber = subscribe(server.addr, None);
+
+    const THREADS: usize = 8;
+    const EACH: usize = 100;
+    let publishers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let handler = server.handler.clone();
+            std::thread::spawn(move || {
+                (0..EACH)
+                    .map(|n| handler.send_all(Event::data(format!("{t}:{n}"))).unwrap().id.unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut ids: Vec<String> = publishers.into_iter().flat_map(|p| p.join().unwrap()).collect();
+    let round_trips = log.append_round_trips();
+    assert!(
+        round_trips < (THREADS * EACH) as u64,
+        "{round_trips} round trips for {} appends",
+        THREADS * EACH
+    );
+
+    let delivered = read_events(&mut subscriber, THREADS * EACH);
+    assert!(ids_increase(&delivered));
+    let mut delivered_ids: Vec<String> = delivered.into_iter().map(|e| e.last_event_id).collect();
+    ids.sort_unstable();
+    delivered_ids.sort_unstable();
+    assert_eq!(ids, delivered_ids, "each append got its own entry, delivered once");
 }
