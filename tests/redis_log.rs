@@ -234,6 +234,9 @@ fn an_id_trimmed_out_of_the_stream_is_unknown_and_a_kept_one_resumes_from_redis(
         assert_eq!(data, (950..1000).map(|n| n.to_string()).collect::<Vec<_>>());
         assert_eq!(replayed.last().unwrap().last_event_id, ids[999]);
     }
+    // The entry id is the event's id: one of the publisher's own is refused.
+    let (status, body) = common::publish(a.addr, "?data=x&id=7", &[], None);
+    assert_eq!(status, 400, "{body}");
     for garbage in ["1", "x-1", "99999999999999-0"] {
         assert!(b.handler.log().position_after(garbage).is_none(), "{garbage}");
     }
@@ -259,6 +262,8 @@ fn redis_killed_then_restarted_empty_delivers_what_was_acknowledged_and_resumes(
     redis.kill();
     let err = a.handler.send_all(Event::data("while down")).expect_err("redis is down");
     assert!(matches!(err, Error::LogUnavailable(_)), "{err}");
+    let (status, body) = common::publish(a.addr, "?data=x", &[], None);
+    assert_eq!(status, 503, "{body}");
 
     let delivered = read_events(&mut on_b, 50);
     assert_eq!(delivered.iter().map(|e| e.last_event_id.clone()).collect::<Vec<_>>(), acknowledged);
