@@ -113,6 +113,11 @@ pub enum Error {
     #[error("close code {0} may not be sent")]
     InvalidCloseCode(u16),
 
+    /// The event log's server (Redis, for a `RedisLog`) could not be reached or
+    /// did not answer in time; nothing was appended. The text says what failed. Answered `503`.
+    #[error("event log unavailable: {0}")]
+    LogUnavailable(String),
+
     /// Serializing event data to JSON failed.
     #[cfg(feature = "json")]
     #[error("cannot serialize event data to JSON: {0}")]
@@ -132,7 +137,7 @@ impl Error {
             Error::BodyTooLarge { .. } => 413,
             Error::HeadTooLarge { .. } => 431,
             Error::Panicked(_) => 500,
-            Error::ShutDown | Error::TooManyConnections { .. } => 503,
+            Error::ShutDown | Error::TooManyConnections { .. } | Error::LogUnavailable(_) => 503,
             #[cfg(feature = "websocket")]
             Error::WebSocketVersion => 426,
             #[cfg(feature = "json")]

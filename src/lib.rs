@@ -20,6 +20,8 @@ mod http;
 mod id;
 mod log;
 pub mod metrics;
+#[cfg(feature = "redis")]
+mod redis_log;
 mod registry;
 mod server;
 mod stats;
@@ -37,6 +39,8 @@ pub use health::Health;
 pub use http::{Request, RequestLimits, Response};
 pub use id::ConnectionId;
 pub use log::{EventLog, FellBehind, MemoryLog};
+#[cfg(feature = "redis")]
+pub use redis_log::{RedisLog, RedisOptions};
 pub use registry::{CloseReason, ConnectionInfo, ConnectionStats, Replay};
 pub use server::{Server, ServerConfig, ServerHandle, ShutdownReport};
 pub use stats::Stats;
