@@ -17,6 +17,7 @@ use redis::Value;
 
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::health::Health;
 use crate::log::{EventLog, FellBehind};
 use crate::wait::{WaitList, Waiter};
 
@@ -124,6 +125,8 @@ impl RedisOptions {
 /// - **Faults.** While Redis is unreachable, `append` fails with [`Error::LogUnavailable`] (nothing
 ///   is published locally: that would fork the order); the tail reconnects with backoff (50 ms
 ///   doubling to 2 s) and resumes from its last entry; streams stay open with their heartbeats.
+///   [`health`](EventLog::health) answers [`Health::Unavailable`] while the tail is cut off, so
+///   that a health check takes the instance out of a load balancer.
 ///   An append whose reply timed out after Redis applied it is in the stream: retrying it publishes
 ///   it twice.
 /// - **Connections** to Redis per instance: one for the tail and at most
@@ -149,6 +152,8 @@ struct Shared {
     pool: Mutex<Vec<redis::Connection>>,
     stop: AtomicBool,
     commits: GroupCommit,
+    /// Why the tail has no connection to Redis now; `None` while it follows the stream.
+    tail_failure: Mutex<Option<String>>,
 }
 
 /// Appends waiting to be sent. Whoever finds no append in flight sends all that wait, in one
@@ -249,6 +254,7 @@ impl RedisLog {
             pool: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             commits: GroupCommit::default(),
+            tail_failure: Mutex::new(None),
         });
         let mut connection = shared.open(shared.options.io_timeout)?;
         let epoch = shared.current_epoch(&mut connection).map_err(unavailable)?;
@@ -369,6 +375,7 @@ impl Shared {
                 Err(err) => err.to_string(),
             };
             log::warn!("redis log `{}`: tail lost Redis ({failure}); retrying in {backoff:?}", self.key);
+            *self.tail_failure.lock() = Some(failure);
             self.sleep_unless_stopped(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
@@ -390,6 +397,9 @@ impl Shared {
         let epoch = self.current_epoch(connection).map_err(|e| e.to_string())?;
         self.check_continuity(connection, &epoch).map_err(|e| e.to_string())?;
         *backoff = Duration::from_millis(50);
+        if self.tail_failure.lock().take().is_some() {
+            log::info!("redis log `{}`: tail following the stream again", self.key);
+        }
         let block_ms = self.options.block.as_millis().max(1).to_string();
         let count = self.options.page.max(100);
         while !self.stop.load(Ordering::SeqCst) {
@@ -760,6 +770,15 @@ impl EventLog for RedisLog {
                     return Ok(from);
                 }
             }
+        }
+    }
+
+    /// Unavailable while the tail has no connection to Redis: it notices at once when Redis closes
+    /// the connection, and within its block and I/O timeouts when Redis stops answering.
+    fn health(&self) -> Health {
+        match &*self.shared.tail_failure.lock() {
+            None => Health::Ready,
+            Some(failure) => Health::Unavailable(format!("redis unreachable: {failure}")),
         }
     }
 
