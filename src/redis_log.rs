@@ -128,7 +128,8 @@ impl RedisOptions {
 ///   [`health`](EventLog::health) answers [`Health::Unavailable`] while the tail is cut off, so
 ///   that a health check takes the instance out of a load balancer.
 ///   An append whose reply timed out after Redis applied it is in the stream: retrying it publishes
-///   it twice.
+///   it twice. A pooled connection that Redis closed while it was idle (a restart, an idle timeout)
+///   is replaced, and the command sent again on the new one.
 /// - **Connections** to Redis per instance: one for the tail and at most
 ///   [`pool_size`](RedisOptions::pool_size) for appends and reads, whatever the number of clients.
 ///
@@ -324,13 +325,27 @@ impl Shared {
     /// Runs `command` on a pooled connection; a connection that failed is dropped, not pooled.
     fn with_connection<T>(
         &self,
-        command: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+        command: impl Fn(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T> {
         let pooled = self.pool.lock().pop();
-        let mut connection = match pooled {
-            Some(connection) => connection,
-            None => self.open(self.options.io_timeout)?,
-        };
+        if let Some(mut connection) = pooled {
+            match command(&mut connection) {
+                Ok(answer) => {
+                    self.give_back(connection);
+                    return Ok(answer);
+                }
+                // Closed while it sat in the pool (Redis restarted, or its idle timeout): Redis
+                // closed it before the command came, so a fresh connection takes the command.
+                Err(err) if err.is_connection_dropped() && !err.is_timeout() => {
+                    log::debug!(
+                        "redis log `{}`: a pooled connection was closed ({err}); reconnecting",
+                        self.key
+                    );
+                }
+                Err(err) => return Err(unavailable(err)),
+            }
+        }
+        let mut connection = self.open(self.options.io_timeout)?;
         let answer = command(&mut connection).map_err(unavailable)?;
         self.give_back(connection);
         Ok(answer)
@@ -376,6 +391,8 @@ impl Shared {
             };
             log::warn!("redis log `{}`: tail lost Redis ({failure}); retrying in {backoff:?}", self.key);
             *self.tail_failure.lock() = Some(failure);
+            // The pooled connections went to the same server: most likely closed too.
+            self.pool.lock().clear();
             self.sleep_unless_stopped(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
