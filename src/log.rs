@@ -97,6 +97,13 @@ pub trait EventLog: Send + Sync + 'static {
     fn health(&self) -> Health {
         Health::Ready
     }
+
+    /// How far behind the log it copies this instance's reading is, for a log kept elsewhere: the
+    /// time between the newest event there and the newest this instance has read. `None` for a log
+    /// that copies nothing (the default), or when it cannot tell just now.
+    fn lag(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// A log shared by several handlers (one after another, say, across a restart of the server) is an
@@ -132,6 +139,10 @@ impl<L: EventLog + ?Sized> EventLog for Arc<L> {
 
     fn health(&self) -> Health {
         (**self).health()
+    }
+
+    fn lag(&self) -> Option<Duration> {
+        (**self).lag()
     }
 }
 

@@ -241,6 +241,13 @@ impl SseHandler {
         .sample(&[], count(stats.events_dropped));
         out.gauge("sse_log_events", "Events in the event log now (what a resuming client can get).")
             .sample(&[], log.head().saturating_sub(log.oldest()) as f64);
+        if let Some(lag) = log.lag() {
+            out.gauge(
+                "sse_log_lag_seconds",
+                "How far this instance's reading is behind the shared log (stream time of the newest entry there minus the newest read here).",
+            )
+            .sample(&[], lag.as_secs_f64());
+        }
     }
 
     /// This handler's metrics page in the Prometheus text format: the body of a `/metrics` route.

@@ -799,6 +799,15 @@ impl EventLog for RedisLog {
         }
     }
 
+    /// The stream time between the newest entry in Redis and the newest the tail has read: one
+    /// round trip (`XREVRANGE + - COUNT 1`), so ask it at a scrape, not per event.
+    fn lag(&self) -> Option<Duration> {
+        let shared = &self.shared;
+        let newest = shared.with_connection(|connection| last_entry(connection, &shared.key)).ok()?;
+        let read = shared.window.read().last_id;
+        Some(newest.map_or(Duration::ZERO, |newest| Duration::from_millis(newest.ms.saturating_sub(read.ms))))
+    }
+
     fn wait(&self, seen: u64, waiter: &Arc<Waiter>, timeout: Duration) {
         // A reader ahead of the tail (resumed from a faster instance) waits for the tail to pass it.
         self.shared.waiters.wait(seen, || self.shared.head().max(seen), waiter, timeout);

@@ -174,6 +174,12 @@ fn two_instances_deliver_every_event_once_in_one_order() {
     data.sort_unstable();
     data.dedup();
     assert_eq!(data.len(), total, "every event once");
+    // Every instance has read all of it: its reading is not behind the stream, and says so.
+    for server in &servers {
+        assert_eq!(server.handler.log().lag(), Some(std::time::Duration::ZERO));
+        let page = server.handler.metrics_text();
+        assert!(page.contains("\nsse_log_lag_seconds 0\n"), "{page}");
+    }
 }
 
 #[test]
