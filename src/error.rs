@@ -104,16 +104,19 @@ pub enum Error {
     /// A WebSocket handshake asked for a protocol version other than 13; answered `426` with
     /// `Sec-WebSocket-Version: 13`.
     #[cfg(feature = "websocket")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "websocket")))]
     #[error("unsupported WebSocket version (only 13 is supported)")]
     WebSocketVersion,
 
     /// A close code that may not be sent in a close frame (valid: 1000–1003, 1007–1014, 3000–4999).
     #[cfg(feature = "websocket")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "websocket")))]
     #[error("close code {0} may not be sent")]
     InvalidCloseCode(u16),
 
     /// Serializing event data to JSON failed.
     #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     #[error("cannot serialize event data to JSON: {0}")]
     Json(#[from] serde_json::Error),
 }

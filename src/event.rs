@@ -83,6 +83,7 @@ impl Event {
     /// # Ok::<(), sse_handler::Error>(())
     /// ```
     #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Event> {
         Ok(Event::data(serde_json::to_string(value)?))
     }
@@ -220,6 +221,7 @@ impl EventBuilder {
 
     /// Sets the data to `value` serialized as JSON. A serialization error is reported by `build`.
     #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     pub fn json_data<T: serde::Serialize + ?Sized>(mut self, value: &T) -> Self {
         match serde_json::to_string(value) {
             Ok(json) => self.data = Some(json),

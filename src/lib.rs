@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -20,6 +21,7 @@ mod server;
 mod stats;
 mod sweeper;
 #[cfg(feature = "websocket")]
+#[cfg_attr(docsrs, doc(cfg(feature = "websocket")))]
 pub mod ws;
 
 pub use auth::{AllowAll, Authenticator, BearerToken, Rejection};
@@ -33,4 +35,5 @@ pub use registry::{CloseReason, ConnectionId, ConnectionInfo, ConnectionStats, O
 pub use server::{Server, ServerConfig, ServerHandle, ShutdownReport};
 pub use stats::Stats;
 #[cfg(feature = "websocket")]
+#[cfg_attr(docsrs, doc(cfg(feature = "websocket")))]
 pub use ws::{WsConfig, WsHandler};

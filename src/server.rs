@@ -188,6 +188,7 @@ impl Server {
     /// Serves WebSocket connections of `handler` at `path` (`GET` with an upgrade handshake). Bytes
     /// the client sent right after its handshake are handed over with the socket, not lost.
     #[cfg(feature = "websocket")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "websocket")))]
     pub fn websocket(mut self, path: impl Into<String>, handler: &WsHandler) -> Server {
         self.routes.push((path.into(), Endpoint::WebSocket(handler.clone())));
         self
