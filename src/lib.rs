@@ -26,6 +26,7 @@ pub mod ws;
 
 pub use auth::{AllowAll, Authenticator, BearerToken, Rejection};
 pub use config::{Config, RequestLimits, UnknownIdPolicy};
+pub use error::EncodingProblem;
 pub use error::{Error, Field, FieldProblem, Phase, Result};
 pub use event::{Event, EventBuilder};
 pub use handler::{HandlerBuilder, NewConnection, Sent, SseHandler};
