@@ -22,3 +22,11 @@ fn link_targets_are_found() {
     let markdown = "see [a](A.md) and ![b](https://x/b.png), not [`c`] or (d)";
     assert_eq!(link_targets(markdown), ["A.md", "https://x/b.png"]);
 }
+
+#[test]
+fn the_tour_is_the_example_that_compiles() {
+    let example = include_str!("../examples/tour.rs");
+    let code = &example[example.find("use ").expect("the example's code")..];
+    let shown = format!("```rust,no_run\n{code}```\n");
+    assert!(README.contains(&shown), "the README's tour differs from examples/tour.rs");
+}
