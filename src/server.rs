@@ -496,7 +496,10 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<ServerShared>, busy: &Sender
         let socket = Arc::new(stream);
         let admitted = shared.live.lock().admit(number, &socket, &shared.config);
         if let Err(limit) = admitted {
-            log::warn!("connection limit ({limit}) reached; turning away {:?}", socket.peer_addr().ok());
+            log::warn!(
+                "connection limit ({limit}) reached; turning away {}",
+                peer_name(socket.peer_addr().ok())
+            );
             if let Ok(stream) = Arc::try_unwrap(socket) {
                 // A full queue means a flood: close at once rather than queue without end.
                 let _ = busy.try_send((stream, limit));
@@ -558,13 +561,13 @@ fn serve_connection(shared: &ServerShared, socket: Arc<TcpStream>) {
     let _ = socket.set_write_timeout(Some(shared.config.send_timeout));
     match endpoint {
         Endpoint::Stream(handler) => {
-            let peer = request.peer();
+            let peer = peer_name(request.peer());
             // The request is handed over, to be freed once the stream is open.
             match handler.accept_shared(Arc::clone(&socket), head.request) {
-                Ok(Some(reason)) => log::debug!("{peer:?}: stream ended: {reason}"),
+                Ok(Some(reason)) => log::debug!("{peer}: stream ended: {reason}"),
                 Ok(None) => {}
                 Err(err) => {
-                    log::debug!("{peer:?}: stream refused: {err}");
+                    log::debug!("{peer}: stream refused: {err}");
                     http::linger_close(&socket);
                 }
             }
@@ -577,8 +580,8 @@ fn serve_connection(shared: &ServerShared, socket: Arc<TcpStream>) {
         }
         #[cfg(feature = "websocket")]
         Endpoint::WebSocket(handler) => match handler.accept_shared(&socket, request, &head.leftover) {
-            Ok(closed) => log::debug!("{:?}: websocket ended: {closed}", request.peer()),
-            Err(err) => log::debug!("{:?}: websocket refused: {err}", request.peer()),
+            Ok(closed) => log::debug!("{}: websocket ended: {closed}", peer_name(request.peer())),
+            Err(err) => log::debug!("{}: websocket refused: {err}", peer_name(request.peer())),
         },
         Endpoint::Plain { respond, .. } => {
             let response = catch_unwind(AssertUnwindSafe(|| respond(request))).unwrap_or_else(|_| {
@@ -588,6 +591,12 @@ fn serve_connection(shared: &ServerShared, socket: Arc<TcpStream>) {
             write_response(&socket, &response, request.method() == "HEAD");
         }
     }
+}
+
+/// How logs name a client: its address, or "an unknown peer" when the socket cannot say (it has
+/// already been reset, for instance).
+fn peer_name(peer: Option<SocketAddr>) -> String {
+    peer.map_or_else(|| "an unknown peer".to_owned(), |addr| addr.to_string())
 }
 
 /// Answers a request that failed, then closes without destroying the answer.
@@ -655,6 +664,13 @@ fn json_string(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peers_are_named_by_their_address() {
+        assert_eq!(peer_name(Some(SocketAddr::from(([127, 0, 0, 1], 43918)))), "127.0.0.1:43918");
+        assert_eq!(peer_name(Some("[::1]:8080".parse().unwrap())), "[::1]:8080");
+        assert_eq!(peer_name(None), "an unknown peer");
+    }
 
     #[test]
     fn json_strings_are_escaped() {

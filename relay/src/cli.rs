@@ -69,7 +69,9 @@ pub(crate) struct Args {
     #[arg(long, value_name = "MS", default_value_t = 3000)]
     pub(crate) retry: u64,
 
-    /// Serve at most this many connections at once; more are answered 503.
+    /// Serve at most this many connections at once. Beyond it, a stream request gets 200 with only a
+    /// `retry:` hint (--retry), then the end of the stream, so browsers come back later rather than give
+    /// up; other requests get 503.
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) max_connections: u64,
 

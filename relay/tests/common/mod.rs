@@ -45,8 +45,11 @@ impl Relay {
     }
 
     fn launch(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Relay {
+        // Everything is logged, unless the test chooses a level itself.
+        let log_level: &[&str] = if args.contains(&"--log-level") { &[] } else { &["--log-level", "debug"] };
         let mut child = Command::new(env!("CARGO_BIN_EXE_sse-relay"))
-            .args(["--listen", listen, "--log-level", "debug"])
+            .args(["--listen", listen])
+            .args(log_level)
             .args(args)
             .env_remove("RUST_LOG")
             .env_remove("SSE_RELAY_TOKEN")
