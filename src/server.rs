@@ -23,6 +23,32 @@ use crate::ws::WsHandler;
 type RouteFn = dyn Fn(&Request) -> Response + Send + Sync;
 
 /// Settings of the built-in [`Server`]. Every field documents its default.
+///
+/// The limits that keep one client, or many, from taking the whole server:
+///
+/// ```
+/// use std::time::Duration;
+/// use sse_handler::{client, RequestLimits, Response, Server, ServerConfig};
+///
+/// let config = ServerConfig::default()
+///     .max_connections(2_000) // streams and plain requests together
+///     .max_connections_per_ip(50) // so that one address cannot take them all
+///     .request_limits(
+///         RequestLimits::default()
+///             .max_head_bytes(8 * 1024) // request line and headers; beyond: 431
+///             .max_body_bytes(64 * 1024) // what a publish endpoint reads; beyond: 413
+///             .read_timeout(Duration::from_secs(5)), // for the whole request, not per read
+///     )
+///     .shutdown_timeout(Duration::from_secs(2));
+/// let server = Server::bind("127.0.0.1:0")?.config(config).get("/", |_| Response::html("hi")).spawn()?;
+///
+/// let timeout = Duration::from_secs(5);
+/// let huge_header = "x".repeat(10 * 1024);
+/// let answer = client::request(server.local_addr(), "GET", "/", &[("X-Big", &huge_header)], None, timeout)?;
+/// assert_eq!(answer.status(), 431);
+/// server.shutdown();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServerConfig {
