@@ -585,8 +585,11 @@ mod tests {
         assert!(read_back(&Event::comment("c")).is_empty());
     }
 
-    /// `(bytes, id, type, retry in ms, has data)` of events `from_encoded` takes.
-    const WELL_FORMED: &[(&[u8], Option<&str>, Option<&str>, Option<u64>, bool)] = &[
+    /// The bytes of an encoded event, then what is read from them: id, type, retry in ms, has data.
+    type Encoded = (&'static [u8], Option<&'static str>, Option<&'static str>, Option<u64>, bool);
+
+    /// Events `from_encoded` takes.
+    const WELL_FORMED: &[Encoded] = &[
         (b"data: x\n\n", None, None, None, true),
         (b"data: x\r\n\r\n", None, None, None, true),
         (b"data: x\r\r", None, None, None, true),
