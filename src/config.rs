@@ -45,38 +45,48 @@ pub struct Config {
     pub heartbeat_comment: String,
     /// How long one write to a client may block before the client counts as gone. Default 30 s.
     pub send_timeout: Duration,
-    /// Events that may wait in one connection's queue. When a client falls this far behind, the
-    /// [`overflow`](Config::overflow) policy applies. Default 1024.
+    /// Events sent to one connection alone ([`send_one`](crate::SseHandler::send_one)) that may wait
+    /// for it unwritten; a client that lets more pile up is dropped. Broadcasts do not count: they
+    /// live in the event log. Default 1024.
     pub queue_capacity: usize,
-    /// Bytes of events that may wait in one connection's queue (one event is always let in, however
-    /// large). Default 4 MiB.
+    /// Bytes of such events that may wait for one connection (one is always let in, however large).
+    /// Default 4 MiB.
     pub queue_max_bytes: usize,
-    /// The longest a connection may hold events back during a burst, to write them together.
-    ///
-    /// While publishes come less than 2 ms apart, a connection's thread is not woken for every
-    /// event: it naps for about 40 µs per open connection (0.4 ms with 10 connections, 40 ms with
-    /// 1000), but no longer than this, or until the burst ends or its queue is half full, then writes
-    /// everything that came meanwhile at once. That keeps thousands of threads from waking more often
-    /// than the cores can serve. Under light load events are written as soon as they are published,
-    /// whatever this is. Default 250 ms; zero wakes the thread for every event (lowest latency in a
-    /// burst, at a CPU cost that grows with the number of connections).
-    pub max_burst_delay: Duration,
-    /// What happens to a client whose queue is full. Default [`OverflowPolicy::Disconnect`]: it is
-    /// dropped, reconnects and replays from the history.
+    /// What happens to a client that falls so far behind that events it has not read yet leave the
+    /// event log (see [`history_capacity`](Config::history_capacity)). Default
+    /// [`OverflowPolicy::Disconnect`]: it is closed, and resumes by `Last-Event-ID`.
     pub overflow: OverflowPolicy,
-    /// Events kept for replay to clients that reconnect with `Last-Event-ID`. Default 1000; 0 keeps none.
+    /// Events the event log keeps. Every broadcast is appended to the log once, and each stream reads
+    /// it from its own position; so this is both how many events a reconnecting client can resume
+    /// from (`Last-Event-ID`) and how far a client may fall behind before the
+    /// [`overflow`](Config::overflow) policy applies. Memory is spent once per handler, not per
+    /// client. Default 10,000; at least 1.
     pub history_capacity: usize,
-    /// Events older than this are dropped from the history. Default `None`: no age limit.
+    /// Events older than this leave the log, and are not resumed from. Default `None`: no age limit.
     pub history_max_age: Option<Duration>,
-    /// The most bytes of events the history keeps (oldest dropped first). Default `None`: no byte limit.
-    pub history_max_bytes: Option<usize>,
+    /// The most bytes of encoded events the log keeps (oldest dropped first; the newest is always
+    /// kept). Default 16 MiB.
+    pub history_max_bytes: usize,
+    /// The kernel's send buffer for each stream's socket (`SO_SNDBUF`), which bounds what a client
+    /// that stopped reading holds in the kernel. Default `None`: the system's default (which grows
+    /// up to a few MiB).
+    pub send_buffer: Option<usize>,
     /// What to replay for a `Last-Event-ID` the history does not hold. Default
     /// [`UnknownIdPolicy::ReplayAll`].
     pub unknown_id_policy: UnknownIdPolicy,
-    /// Number events that the publisher sent without an id (`1`, `2`, ...), so that clients can resume
-    /// after them. Default `true`.
+    /// Number events that the publisher sent with data but without an id, so that clients can resume
+    /// after them. The numbers grow by one per event published, and start from the clock (the
+    /// nanoseconds since 1970 when the handler was made), so a later process's ids are greater than
+    /// an earlier one's and an id kept from an earlier process is never taken for a new event.
+    /// Default `true`.
     pub auto_ids: bool,
     /// Extra headers on every stream response. Default none. Checked by `SseHandler::new`.
+    ///
+    /// A header named like one the handler writes itself (`Content-Type: text/event-stream`,
+    /// `Cache-Control: no-cache, no-transform`, `X-Accel-Buffering: no`, `Connection: keep-alive`,
+    /// and the CORS headers of [`allow_origin`](Config::allow_origin)) replaces it, in its place;
+    /// names compare without regard to case. Others are written after them, in order, each one
+    /// (so two `Link` headers stay two).
     pub headers: Vec<(String, String)>,
     /// The origin allowed to subscribe from a page elsewhere (CORS): `"*"` or an exact origin such as
     /// `"https://example.com"`. Default `None`: no CORS headers, so only same-origin pages can subscribe.
@@ -101,10 +111,21 @@ pub struct Config {
     /// `"():<>?@[\]{}` (the Fetch standard's CORS-unsafe bytes). Default `false`.
     pub cors_safe_ids: bool,
     /// The event types clients may subscribe to and publishers may send. Default `None`: any type.
-    /// When set, `?event=other` is answered 404 and `send_all` of another type is an error.
+    ///
+    /// When set, `?event=other` is answered 404 and `send_all` of another type is an error. An event
+    /// without a type is of type `message` (that is how clients see it): it may always be sent, so
+    /// `?event=message` is always taken, and so is an event typed `message` explicitly. More types
+    /// can be allowed while the handler runs, with
+    /// [`SseHandler::register_event_type`](crate::SseHandler::register_event_type); this field stays
+    /// the set the handler started with.
     pub event_types: Option<Vec<String>>,
     /// Limits on reading a request head, used by [`SseHandler::serve`](crate::SseHandler::serve).
     pub request_limits: RequestLimits,
+    /// The target of the handler's log lines (the `log` crate's `target:`), so that the lines of two
+    /// handlers can be told apart and routed, by a logger's filter for instance
+    /// (`RUST_LOG=chat=debug` with `env_logger`). Default `None`: the lines' module paths
+    /// (`sse_handler::handler`, `sse_handler::connection`). Must not be empty.
+    pub log_target: Option<String>,
 }
 
 impl Default for Config {
@@ -115,11 +136,11 @@ impl Default for Config {
             send_timeout: Duration::from_secs(30),
             queue_capacity: 1024,
             queue_max_bytes: 4 * 1024 * 1024,
-            max_burst_delay: Duration::from_millis(250),
             overflow: OverflowPolicy::Disconnect,
-            history_capacity: 1000,
+            history_capacity: 10_000,
             history_max_age: None,
-            history_max_bytes: None,
+            history_max_bytes: 16 * 1024 * 1024,
+            send_buffer: None,
             unknown_id_policy: UnknownIdPolicy::ReplayAll,
             auto_ids: true,
             headers: Vec::new(),
@@ -132,6 +153,7 @@ impl Default for Config {
             cors_safe_ids: false,
             event_types: None,
             request_limits: RequestLimits::default(),
+            log_target: None,
         }
     }
 }
@@ -152,12 +174,6 @@ impl Config {
     /// Sets [`Config::send_timeout`].
     pub fn send_timeout(mut self, timeout: Duration) -> Config {
         self.send_timeout = timeout;
-        self
-    }
-
-    /// Sets [`Config::max_burst_delay`].
-    pub fn max_burst_delay(mut self, delay: Duration) -> Config {
-        self.max_burst_delay = delay;
         self
     }
 
@@ -187,7 +203,13 @@ impl Config {
 
     /// Sets [`Config::history_max_bytes`].
     pub fn history_max_bytes(mut self, bytes: usize) -> Config {
-        self.history_max_bytes = Some(bytes);
+        self.history_max_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Config::send_buffer`].
+    pub fn send_buffer(mut self, bytes: usize) -> Config {
+        self.send_buffer = Some(bytes);
         self
     }
 
@@ -269,6 +291,21 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::log_target`].
+    ///
+    /// ```
+    /// use sse_handler::{Config, SseHandler};
+    ///
+    /// let chat = SseHandler::new(Config::default().log_target("chat"))?;
+    /// let prices = SseHandler::new(Config::default().log_target("prices"))?;
+    /// # let _ = (chat, prices);
+    /// # Ok::<(), sse_handler::Error>(())
+    /// ```
+    pub fn log_target(mut self, target: impl Into<String>) -> Config {
+        self.log_target = Some(target.into());
+        self
+    }
+
     /// Checks every value; `SseHandler::new` calls it, so a bad config fails at start, not mid-stream.
     ///
     /// # Errors
@@ -283,6 +320,11 @@ impl Config {
         }
         if self.queue_capacity == 0 {
             return invalid("queue_capacity must be at least 1".into());
+        }
+        if self.history_capacity == 0 {
+            return invalid(
+                "history_capacity must be at least 1: the log holds every event until streams read it".into(),
+            );
         }
         if self.max_lifetime.is_some_and(|lifetime| lifetime.is_zero()) {
             return invalid("max_lifetime must be more than zero".into());
@@ -301,12 +343,20 @@ impl Config {
             }
         }
         if let Some(types) = &self.event_types {
-            if let Some(bad) = types.iter().find(|t| t.is_empty() || t.contains(['\r', '\n'])) {
+            if let Some(bad) = types.iter().find(|t| !is_valid_event_type(t)) {
                 return invalid(format!("event type {bad:?} is empty or holds a line break"));
             }
         }
+        if self.log_target.as_ref().is_some_and(String::is_empty) {
+            return invalid("log_target must not be empty".into());
+        }
         self.request_limits.validate()
     }
+}
+
+/// Whether an event type can be allowed: one that an event can carry.
+pub(crate) fn is_valid_event_type(event_type: &str) -> bool {
+    !event_type.is_empty() && !event_type.contains(['\r', '\n'])
 }
 
 /// Limits on reading one request, so that no client can hold a thread or memory by sending slowly
@@ -384,6 +434,7 @@ mod tests {
             Config::default().header("Bad Name", "v"),
             Config::default().allow_origin("https://a.example\n"),
             Config::default().event_types(["ok", "two\nlines"]),
+            Config::default().log_target(""),
             Config::default().request_limits(RequestLimits::default().max_head_bytes(10)),
         ];
         for config in bad {

@@ -1,6 +1,7 @@
-//! The loop one connection's thread runs once its stream is open: wait for events with the heartbeat
-//! interval as the timeout, write what arrived (or a heartbeat), and repeat until told to stop or the
-//! client is gone.
+//! The loop one connection's thread runs once its stream is open: read the log from the
+//! connection's cursor (and its own queue, for what is addressed to it alone), write what it found in
+//! one go, and when there is nothing, park until the log moves, a message comes or a heartbeat is
+//! due. It ends when the client is gone or the stream is stopped.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -10,13 +11,36 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, TryRecvError};
 
 use crate::event::Event;
-use crate::registry::{CloseReason, Connection, Queued};
+use crate::log::{EventLog, FellBehind};
+use crate::registry::{CloseReason, Connection, OverflowPolicy, Queued};
 use crate::stats::Counters;
+use crate::wait::Waiter;
 
-/// The most bytes of events gathered into one write. A backlog (a slow client's, megabytes perhaps) is
+/// The most bytes of events gathered into one write. A backlog (a slow reader's, a replay) is
 /// written in pieces of about this size, so no connection holds a copy of it all at once; an event
 /// this large or larger is written from its shared bytes, not copied.
-const MAX_BATCH: usize = 64 * 1024;
+pub(crate) const MAX_BATCH: usize = 64 * 1024;
+
+/// The most buffer a waiting stream keeps for its next write.
+const BUFFER_KEPT: usize = 8 * 1024;
+
+/// How long a connection that wrote a small batch while more events came lets them gather.
+const LINGER: Duration = Duration::from_micros(100);
+
+/// A message for one connection alone ([`SseHandler::send_one`](crate::SseHandler::send_one), a
+/// connect hook's greeting), written once the connection has read the log up to `after`: the head
+/// when it was sent, so it comes after every event published before it.
+#[derive(Debug, Clone)]
+pub(crate) struct Private {
+    pub(crate) after: u64,
+    pub(crate) event: Event,
+}
+
+impl Queued for Private {
+    fn queued_size(&self) -> usize {
+        self.event.as_bytes().len()
+    }
+}
 
 /// What the loop needs from its handler, read afresh on every wait.
 pub(crate) trait Pacing {
@@ -28,149 +52,272 @@ pub(crate) trait Pacing {
     fn max_lifetime(&self) -> Option<Duration>;
     /// The `retry:` hint written when the server ends a stream.
     fn farewell(&self) -> Event;
+    /// What to do when the events a reader has not read yet leave the log.
+    fn overflow(&self) -> OverflowPolicy;
     /// The handler's counters.
     fn counters(&self) -> &Counters;
-    /// How to wait for the next event just now.
-    fn wait_mode(&self) -> WaitMode;
+    /// The target of the stream's log lines, when the handler has its own.
+    fn log_target(&self) -> Option<&str> {
+        None
+    }
 }
 
-/// How a connection's thread waits for its queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum WaitMode {
-    /// Park, and be woken by the next push.
-    Park,
-    /// A burst: nap this long (or until the burst ends) without being woken by pushes, then take
-    /// everything that came meanwhile.
-    Nap(Duration),
+/// One open stream: where it reads from, and who it is.
+pub(crate) struct Stream<'a> {
+    pub(crate) log: &'a dyn EventLog,
+    /// The connection's own queue; the registry drops its sending end to stop the stream.
+    pub(crate) queue: &'a Receiver<Private>,
+    pub(crate) connection: &'a Connection,
+    /// When given, checked at each heartbeat for a client that has closed its end, so an idle stream
+    /// to a vanished client is released within one heartbeat interval.
+    pub(crate) socket: Option<&'a TcpStream>,
 }
 
-/// Runs until the stream ends and says why. Every wake-up takes what is already queued, up to
-/// [`MAX_BATCH`] bytes, and writes it with one `write_all` and one `flush`, so a burst costs one system
-/// call per piece, not one per event. Under light load it waits by parking the thread (woken by the
-/// publisher's push), not in the channel's own blocking receive, which spins before it sleeps: with
-/// thousands of connection threads the spinning would cost more than the writing. During a burst it
-/// naps instead, unwoken by pushes, so that it takes many events per wake-up (see `burst`).
-///
-/// `socket`, when given, is checked at each heartbeat for a client that has closed its end, so an
-/// idle stream to a vanished client is released within one heartbeat interval.
+/// Runs until the stream ends and says why. `cursor` is the log position to read from (right after
+/// the client's `Last-Event-ID`, or the head); `opening` is written first, with the first events.
 pub(crate) fn run(
     out: &mut impl Write,
-    queue: &Receiver<Event>,
-    connection: &Connection,
+    stream: &Stream<'_>,
+    cursor: u64,
+    opening: Vec<u8>,
     pacing: &impl Pacing,
-    socket: Option<&TcpStream>,
 ) -> CloseReason {
-    let counters = pacing.counters();
+    let connection = stream.connection;
     let end_of_life = pacing.max_lifetime().map(|lifetime| Instant::now() + lifetime);
-    let mut batch = Vec::new();
+    let waiter = Waiter::current();
+    let mut reader = Reader { stream, cursor, next_private: None, stop_at: None };
+    let mut batch = Batch { bytes: opening, large: None, count: 0 };
     let mut last_write = Instant::now();
-    // Whether the last batch stopped at its size bound, so more may be queued already.
-    let mut cut_short = false;
     loop {
-        let mut wait = pacing.heartbeat().saturating_sub(last_write.elapsed());
-        if let Some(end) = end_of_life {
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                let _ = write_batch(out, pacing.farewell().as_bytes());
-                return CloseReason::MaxLifetime;
-            }
-            wait = wait.min(left);
+        if end_of_life.is_some_and(|end| Instant::now() >= end) {
+            let _ = write_all(out, pacing.farewell().as_bytes());
+            return CloseReason::MaxLifetime;
+        }
+        if connection.close_reason() == Some(&CloseReason::SlowClient) {
+            // Its own queue overflowed: no point writing it a backlog; it will resume.
+            return CloseReason::SlowClient;
         }
 
-        batch.clear();
-        let mut large = None;
-        let mut events = 0u64;
-        let take = || match queue.try_recv() {
-            Ok(event) => Some(Ok(event)),
-            Err(TryRecvError::Disconnected) => Some(Err(())),
-            Err(TryRecvError::Empty) => None,
-        };
-        let next = match pacing.wait_mode() {
-            // Light load: park at once, to be woken by the next push. No CPU spent while idle.
-            WaitMode::Park => connection.park_until(wait, take),
-            // A burst: let events gather, then write them together. Not with a backlog still queued,
-            // nor once the queue is closed: nothing would end such a nap early.
-            WaitMode::Nap(nap) => {
-                if !std::mem::take(&mut cut_short) && connection.close_reason().is_none() {
-                    connection.nap(nap.min(wait), || matches!(pacing.wait_mode(), WaitMode::Nap(_)));
-                }
-                match take() {
-                    // Nothing yet, and no heartbeat due: wait again (in a nap or parked).
-                    None if last_write.elapsed() < pacing.heartbeat() => continue,
-                    next => next,
-                }
-            }
-        };
-        match next {
-            Some(Ok(first)) => {
-                if connection.close_reason() == Some(&CloseReason::SlowClient) {
-                    // No point writing a backlog to a client that cannot keep up; it will replay.
+        // Everything ready, in order, up to one batch.
+        if let Err(FellBehind { oldest, missed }) = reader.gather(&mut batch) {
+            match pacing.overflow() {
+                OverflowPolicy::Disconnect if batch.is_empty() => {
+                    Counters::add(&pacing.counters().slow_client_disconnects, 1);
+                    log::warn!(
+                        target: pacing.log_target().unwrap_or(module_path!()),
+                        "stream {} ({:?}) closed: {missed} events it had not read left the log",
+                        connection.info.id,
+                        connection.info.peer
+                    );
+                    let _ = write_all(out, pacing.farewell().as_bytes());
                     return CloseReason::SlowClient;
                 }
-                let dropped = connection.counters.dropped_unreported.swap(0, Ordering::Relaxed);
-                if dropped > 0 {
-                    let note = format!("{dropped} events dropped: this connection fell behind");
-                    batch.extend_from_slice(Event::comment(note).as_bytes());
+                // Write what came before the gap first.
+                OverflowPolicy::Disconnect => {}
+                OverflowPolicy::DropOldest => {
+                    reader.cursor = oldest;
+                    connection.counters.dropped.fetch_add(missed, Ordering::Relaxed);
+                    Counters::add(&pacing.counters().events_dropped, missed);
+                    batch.note(&Event::comment(format!(
+                        "{missed} events dropped: this connection fell behind"
+                    )));
+                    continue;
                 }
-                let mut next = Some(first);
-                let mut taken_bytes = 0;
-                while let Some(event) = next.take() {
-                    taken_bytes += event.queued_size();
-                    events += 1;
-                    if event.as_bytes().len() >= MAX_BATCH {
-                        // Written after what is gathered so far, straight from its shared bytes.
-                        large = Some(event);
-                        break;
-                    }
-                    batch.extend_from_slice(event.as_bytes());
-                    if batch.len() < MAX_BATCH {
-                        next = queue.try_recv().ok();
-                    }
-                }
-                // Once per batch, not per event: these counters are shared with the publisher.
-                connection.taken_many(events as usize, taken_bytes);
-                cut_short = large.is_some() || batch.len() >= MAX_BATCH;
-            }
-            None => {
-                if end_of_life.is_some_and(|end| Instant::now() >= end) {
-                    continue; // the check at the top closes it
-                }
-                if socket.is_some_and(peer_has_closed) {
-                    return CloseReason::ClientGone;
-                }
-                batch.extend_from_slice(pacing.heartbeat_event().as_bytes());
-            }
-            // The registry dropped our sender: stopped, shut down, or dropped as a slow client.
-            // Everything queued before that has been written by now.
-            Some(Err(_)) => {
-                let reason = connection.close_reason().cloned().unwrap_or(CloseReason::Stopped);
-                if reason != CloseReason::SlowClient {
-                    // Tell the client when to come back; it may be gone already, which is fine.
-                    let _ = write_batch(out, pacing.farewell().as_bytes());
-                }
-                return reason;
             }
         }
-        let written = match &large {
-            Some(large) => write_batch(out, &batch).and_then(|()| write_batch(out, large.as_bytes())),
-            None => write_batch(out, &batch),
-        };
-        if let Err(err) = written {
+        if !batch.is_empty() {
+            if let Err(err) = batch.write_to(out) {
+                return close_reason_for(&err);
+            }
+            last_write = Instant::now();
+            connection.counters.sent.fetch_add(batch.count, Ordering::Relaxed);
+            Counters::add(&pacing.counters().events_sent, batch.count);
+            let small = !batch.is_full();
+            batch.clear();
+            // After a small batch, let the next events gather for a moment before reading again:
+            // in a burst that makes one write of many events instead of one per event, and keeps
+            // this thread off the wait list, so the publisher has no one to wake.
+            if small && stream.log.head() > reader.cursor && LINGER > Duration::ZERO {
+                std::thread::park_timeout(LINGER);
+            }
+            continue;
+        }
+        if reader.is_done() {
+            // Stopped, and everything published before the stop is written.
+            let reason = connection.close_reason().cloned().unwrap_or(CloseReason::Stopped);
+            let _ = write_all(out, pacing.farewell().as_bytes());
+            return reason;
+        }
+
+        // Nothing to write: wait for the log to move, a message, or the next heartbeat.
+        let mut wait = pacing.heartbeat().saturating_sub(last_write.elapsed());
+        if let Some(end) = end_of_life {
+            wait = wait.min(end.saturating_duration_since(Instant::now()));
+        }
+        if !wait.is_zero() {
+            // A buffer grown by a replay or a burst is not kept while the stream waits: with
+            // thousands of streams it would add up, and freed late it fragments the heap.
+            batch.shrink_to(BUFFER_KEPT);
+            stream.log.wait(reader.cursor, &waiter, wait);
+            continue;
+        }
+        if end_of_life.is_some_and(|end| Instant::now() >= end) {
+            continue; // the check at the top closes it
+        }
+        if stream.socket.is_some_and(peer_has_closed) {
+            return CloseReason::ClientGone;
+        }
+        if let Err(err) = write_all(out, pacing.heartbeat_event().as_bytes()) {
             return close_reason_for(&err);
         }
         last_write = Instant::now();
-        if events == 0 {
-            connection.counters.heartbeats.fetch_add(1, Ordering::Relaxed);
-            Counters::add(&counters.heartbeats, 1);
+        // An idle stream keeps no buffer at all.
+        batch.shrink_to(0);
+        connection.counters.heartbeats.fetch_add(1, Ordering::Relaxed);
+        Counters::add(&pacing.counters().heartbeats, 1);
+    }
+}
+
+/// A connection's place in the log and in its own queue.
+struct Reader<'a> {
+    stream: &'a Stream<'a>,
+    /// The next log position to read.
+    cursor: u64,
+    /// A message taken off the queue, waiting for the log to be read up to its position.
+    next_private: Option<Private>,
+    /// Once the stream is stopped: the log's head then. What was published before it is still written.
+    stop_at: Option<u64>,
+}
+
+impl Reader<'_> {
+    /// Adds to `batch` what is ready, in order: log events (those the client subscribed to) and the
+    /// connection's own messages, each after the log events published before it.
+    fn gather(&mut self, batch: &mut Batch) -> Result<(), FellBehind> {
+        let info = &self.stream.connection.info;
+        loop {
+            self.take_private();
+            let until = match (&self.next_private, self.stop_at) {
+                (Some(private), _) => private.after,
+                (None, Some(stop)) => stop,
+                (None, None) => u64::MAX,
+            };
+            if self.cursor < until {
+                let mut position = self.cursor;
+                // Each read copies a little while the log is locked; more reads follow unlocked.
+                let copy_until = batch.bytes.len() + MAX_COPY_PER_LOCK;
+                self.cursor = self.stream.log.read(self.cursor, &mut |event| {
+                    let wanted = info.wants(event);
+                    if position >= until || batch.bytes.len() >= copy_until || (wanted && !batch.add(event)) {
+                        return false;
+                    }
+                    position += 1;
+                    true
+                })?;
+                if batch.bytes.len() >= copy_until && !batch.is_full() && self.cursor < until {
+                    continue; // there may be more
+                }
+            }
+            if batch.is_full() || self.cursor < until {
+                return Ok(()); // full, or caught up with the log's head
+            }
+            let Some(private) = self.next_private.take() else { return Ok(()) };
+            if !batch.add(&private.event) {
+                self.next_private = Some(private);
+                return Ok(());
+            }
+            self.stream.connection.taken(private.queued_size());
+        }
+    }
+
+    fn take_private(&mut self) {
+        if self.next_private.is_some() || self.stop_at.is_some() {
+            return;
+        }
+        match self.stream.queue.try_recv() {
+            Ok(private) => self.next_private = Some(private),
+            Err(TryRecvError::Disconnected) => {
+                // What was published before the stop is still written; nothing after it.
+                let stopped = self.stream.connection.stop_position.get().copied().unwrap_or(u64::MAX);
+                self.stop_at = Some(stopped.min(self.stream.log.head()));
+            }
+            Err(TryRecvError::Empty) => {}
+        }
+    }
+
+    /// Stopped, with nothing left to write.
+    fn is_done(&self) -> bool {
+        self.next_private.is_none() && self.stop_at.is_some_and(|stop| self.cursor >= stop)
+    }
+}
+
+/// The most bytes copied out of the log while it is locked for one read: the publisher waits for
+/// readers to let go before it appends, so each holds it only for a short copy.
+const MAX_COPY_PER_LOCK: usize = 16 * 1024;
+
+/// Events gathered for one write: copied into one buffer, except an event of [`MAX_BATCH`] bytes or
+/// more, which ends the batch and is written from its own shared bytes. Copying (rather than taking
+/// shared handles) keeps readers from touching the events' shared counters, which on many cores
+/// would bounce between them.
+struct Batch {
+    bytes: Vec<u8>,
+    large: Option<Event>,
+    /// Events that count as sent (a note to the client does not).
+    count: u64,
+}
+
+impl Batch {
+    /// Takes `event` unless the batch is full.
+    fn add(&mut self, event: &Event) -> bool {
+        if self.is_full() {
+            return false;
+        }
+        if event.as_bytes().len() >= MAX_BATCH {
+            self.large = Some(event.clone());
         } else {
-            connection.counters.sent.fetch_add(events, Ordering::Relaxed);
-            Counters::add(&counters.events_sent, events);
+            self.bytes.extend_from_slice(event.as_bytes());
+        }
+        self.count += 1;
+        true
+    }
+
+    /// Adds a note for the client, such as a comment; it is not counted as an event sent.
+    fn note(&mut self, note: &Event) {
+        self.bytes.extend_from_slice(note.as_bytes());
+    }
+
+    fn is_full(&self) -> bool {
+        self.large.is_some() || self.bytes.len() >= MAX_BATCH
+    }
+
+    fn is_empty(&self) -> bool {
+        self.bytes.is_empty() && self.large.is_none()
+    }
+
+    fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
+        out.write_all(&self.bytes)?;
+        if let Some(large) = &self.large {
+            out.write_all(large.as_bytes())?;
+        }
+        out.flush()
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.large = None;
+        self.count = 0;
+    }
+
+    /// Lets go of a large buffer on an idle stream.
+    /// Lets go of the buffer if it holds more than `bytes`.
+    fn shrink_to(&mut self, bytes: usize) {
+        if self.bytes.capacity() > bytes {
+            self.bytes = Vec::new();
         }
     }
 }
 
-fn write_batch(out: &mut impl Write, batch: &[u8]) -> io::Result<()> {
-    out.write_all(batch)?;
+fn write_all(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
+    out.write_all(bytes)?;
     out.flush()
 }
 
@@ -212,33 +359,32 @@ fn peer_has_closed(socket: &TcpStream) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::SystemTime;
 
     use super::*;
-    use crate::registry::{ConnectionInfo, Queue, Registry, Replay, Wake};
+    use crate::log::MemoryLog;
+    use crate::registry::{ConnectionInfo, Queue, QueueLimits, Registry, Replay};
 
     struct Fixed {
-        heartbeat: Duration,
         heartbeat_event: Event,
         lifetime: Option<Duration>,
+        overflow: OverflowPolicy,
         counters: Counters,
-        /// When set, a burst is on and the loop naps this long.
-        nap: parking_lot::Mutex<Option<Duration>>,
     }
 
-    fn pacing(heartbeat: Duration) -> Fixed {
+    fn pacing() -> Fixed {
         Fixed {
-            heartbeat,
             heartbeat_event: Event::comment("hb"),
             lifetime: None,
+            overflow: OverflowPolicy::Disconnect,
             counters: Counters::default(),
-            nap: parking_lot::Mutex::new(None),
         }
     }
 
     impl Pacing for Fixed {
         fn heartbeat(&self) -> Duration {
-            self.heartbeat
+            Duration::from_secs(3600)
         }
         fn heartbeat_event(&self) -> &Event {
             &self.heartbeat_event
@@ -249,190 +395,189 @@ mod tests {
         fn farewell(&self) -> Event {
             Event::retry_hint(Duration::from_secs(3))
         }
+        fn overflow(&self) -> OverflowPolicy {
+            self.overflow
+        }
         fn counters(&self) -> &Counters {
             &self.counters
         }
-        fn wait_mode(&self) -> WaitMode {
-            self.nap.lock().map_or(WaitMode::Park, WaitMode::Nap)
-        }
     }
 
-    fn info() -> ConnectionInfo {
+    fn info(event_types: Option<Vec<String>>) -> ConnectionInfo {
         ConnectionInfo {
             id: 1.into(),
             peer: None,
             path: "/events".into(),
             user: None,
             since: SystemTime::now(),
-            event_types: None,
+            event_types,
             last_event_id: None,
             replay: Replay::NotAsked,
         }
     }
 
-    fn limits(messages: usize) -> crate::registry::QueueLimits {
-        crate::registry::QueueLimits {
-            messages,
-            bytes: usize::MAX,
-            overflow: crate::registry::OverflowPolicy::Disconnect,
-        }
-    }
-
-    /// A registered connection with `events` queued.
-    fn queued(events: &[&str]) -> (Registry<Event>, std::sync::Arc<Connection>, Receiver<Event>) {
+    /// A registered connection on this thread, with its queue.
+    fn connection(
+        event_types: Option<Vec<String>>,
+    ) -> (Registry<Private>, Arc<Connection>, crossbeam_channel::Receiver<Private>) {
         let registry = Registry::default();
-        let connection = std::sync::Arc::new(Connection::new(info(), None));
-        let queue = registry.insert(std::sync::Arc::clone(&connection), Queue::new());
-        let limits = limits(1000);
-        for text in events {
-            registry.push_one(1.into(), &Event::data(text), &limits);
-        }
+        let connection = Arc::new(Connection::new(info(event_types), None));
+        let queue = registry.insert(Arc::clone(&connection), Queue::new());
         (registry, connection, queue)
     }
 
-    /// A writer that fails every write the way a socket does.
-    struct Failing(io::ErrorKind);
+    fn send_one(registry: &Registry<Private>, log: &MemoryLog, text: &str) {
+        let private = Private { after: log.head(), event: Event::data(text) };
+        registry.push_one(1.into(), &private, &QueueLimits::UNBOUNDED);
+    }
 
-    impl Write for Failing {
-        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-            Err(self.0.into())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
+    /// Runs the loop over `log` from `cursor` until it ends; returns what it wrote and why it ended.
+    fn run_to_end(
+        log: &MemoryLog,
+        cursor: u64,
+        parts: &(Registry<Private>, Arc<Connection>, crossbeam_channel::Receiver<Private>),
+        pacing: &Fixed,
+        out: &mut impl Write,
+    ) -> CloseReason {
+        let stream = Stream { log, queue: &parts.2, connection: &parts.1, socket: None };
+        run(out, &stream, cursor, b"OPEN\n".to_vec(), pacing)
     }
 
     #[test]
-    fn drains_queued_events_in_order_then_says_when_to_come_back() {
-        let (registry, connection, queue) = queued(&["a", "b", "c"]);
-        registry.remove(1.into(), CloseReason::Stopped);
+    fn writes_the_log_and_its_own_messages_in_order_then_says_when_to_come_back() {
+        let log = MemoryLog::new(100);
+        let parts = connection(None);
+        let start = log.head();
+        log.append(Event::data("a"), false).unwrap();
+        send_one(&parts.0, &log, "for you");
+        log.append(Event::data("b"), false).unwrap();
+        parts.0.remove_at(1.into(), CloseReason::Stopped, log.head());
+        log.append(Event::data("published after the stop"), false).unwrap();
         let mut out = Vec::new();
-        let pacing = pacing(Duration::from_secs(60));
-        assert_eq!(run(&mut out, &queue, &connection, &pacing, None), CloseReason::Stopped);
-        assert_eq!(out, b"data: a\n\ndata: b\n\ndata: c\n\nretry: 3000\n\n");
-        assert_eq!(connection.stats().queued, 0);
-        assert_eq!(connection.stats().sent, 3);
+        let pacing = pacing();
+        assert_eq!(run_to_end(&log, start, &parts, &pacing, &mut out), CloseReason::Stopped);
+        assert_eq!(out, b"OPEN\ndata: a\n\ndata: for you\n\ndata: b\n\nretry: 3000\n\n");
+        assert_eq!(parts.1.stats().sent, 3);
+        assert_eq!(parts.1.stats().queued, 0);
         assert_eq!(pacing.counters.snapshot().events_sent, 3);
     }
 
     #[test]
-    fn writes_a_heartbeat_when_idle() {
-        let (_registry, connection, queue) = queued(&[]);
-        // The writer stops the loop once it has seen two heartbeats.
-        struct UntilTwo(Vec<u8>);
-        impl Write for UntilTwo {
-            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-                if self.0.len() >= 2 * b": hb\n\n".len() {
-                    return Err(io::ErrorKind::BrokenPipe.into());
-                }
-                self.0.extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut out = UntilTwo(Vec::new());
-        let pacing = pacing(Duration::from_millis(1));
-        assert_eq!(run(&mut out, &queue, &connection, &pacing, None), CloseReason::ClientGone);
-        assert_eq!(out.0, b": hb\n\n: hb\n\n");
-        assert_eq!(connection.stats().heartbeats, 2);
-    }
-
-    #[test]
-    fn failed_writes_end_the_loop_with_the_right_reason() {
-        for (kind, reason) in [
-            (io::ErrorKind::BrokenPipe, CloseReason::ClientGone),
-            (io::ErrorKind::ConnectionReset, CloseReason::ClientGone),
-            (io::ErrorKind::WouldBlock, CloseReason::SendTimeout),
-            (io::ErrorKind::TimedOut, CloseReason::SendTimeout),
-        ] {
-            let (_registry, connection, queue) = queued(&["x"]);
-            let pacing = pacing(Duration::from_secs(60));
-            assert_eq!(run(&mut Failing(kind), &queue, &connection, &pacing, None), reason);
-        }
+    fn the_subscription_filters_the_log_but_not_messages_sent_to_it() {
+        let log = MemoryLog::new(100);
+        let parts = connection(Some(vec!["news".into()]));
+        let start = log.head();
+        log.append(Event::builder().event("sport").data("no").build().unwrap(), false).unwrap();
+        log.append(Event::builder().event("news").data("yes").build().unwrap(), false).unwrap();
+        send_one(&parts.0, &log, "direct");
+        parts.0.remove(1.into(), CloseReason::Stopped);
+        let mut out = Vec::new();
+        run_to_end(&log, start, &parts, &pacing(), &mut out);
+        assert_eq!(out, b"OPEN\nevent: news\ndata: yes\n\ndata: direct\n\nretry: 3000\n\n");
     }
 
     #[test]
     fn a_backlog_is_written_in_bounded_pieces_and_a_large_event_is_not_copied() {
-        let small = "s".repeat(1000);
-        let large = "L".repeat(3 * MAX_BATCH);
-        let mut texts: Vec<&str> = vec![small.as_str(); 200];
-        texts.push(large.as_str());
-        texts.extend([small.as_str(); 10]);
-        let (registry, connection, queue) = queued(&texts);
-        registry.remove(1.into(), CloseReason::Stopped);
-        // Records the size of every write, so that no piece can be bigger than the bound.
-        struct Pieces(Vec<u8>, Vec<usize>);
-        impl Write for Pieces {
+        struct Writes(Vec<usize>);
+        impl Write for Writes {
             fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-                self.0.extend_from_slice(buf);
-                self.1.push(buf.len());
+                self.0.push(buf.len());
                 Ok(buf.len())
             }
             fn flush(&mut self) -> io::Result<()> {
                 Ok(())
             }
         }
-        let mut out = Pieces(Vec::new(), Vec::new());
-        run(&mut out, &queue, &connection, &pacing(Duration::from_secs(60)), None);
-        let expected: Vec<u8> = texts.iter().flat_map(|t| Event::data(t).as_bytes().to_vec()).collect();
-        assert_eq!(out.0[..expected.len()], expected[..], "everything, in order");
-        let large_len = Event::data(&large).as_bytes().len();
-        for &size in &out.1 {
-            assert!(size < MAX_BATCH + 1100 || size == large_len, "a write of {size} bytes");
+        let log = MemoryLog::new(1000);
+        let parts = connection(None);
+        let start = log.head();
+        let small = Event::data("s".repeat(1000));
+        for _ in 0..200 {
+            log.append(small.clone(), false).unwrap();
         }
-        assert!(out.1.len() > 3, "the backlog took several writes: {:?}", out.1);
-        assert_eq!(connection.stats().sent, 211);
+        let large = Event::data("L".repeat(MAX_BATCH * 2));
+        log.append(large.clone(), false).unwrap();
+        parts.0.remove(1.into(), CloseReason::Stopped);
+        let mut writes = Writes(Vec::new());
+        run_to_end(&log, start, &parts, &pacing(), &mut writes);
+        let (pieces, farewell) = writes.0.split_at(writes.0.len() - 1);
+        assert!(pieces.len() >= 4, "{pieces:?}");
+        let large_len = large.as_bytes().len();
+        assert!(pieces.iter().all(|&len| len <= MAX_BATCH + 1008 || len == large_len), "bounded: {pieces:?}");
+        assert!(pieces.contains(&large_len), "the large event in one write of its own bytes");
+        assert_eq!(farewell, [b"retry: 3000\n\n".len()]);
+        assert_eq!(parts.1.stats().sent, 201);
     }
 
     #[test]
-    fn a_slow_client_is_not_written_its_backlog() {
-        let (registry, connection, queue) = queued(&["late"]);
-        registry.remove(1.into(), CloseReason::SlowClient);
+    fn a_reader_that_fell_off_the_log_is_closed_or_jumps_ahead_as_the_policy_says() {
+        let log = MemoryLog::new(3);
+        let start = log.head();
+        for n in 0..10 {
+            log.append(Event::data(n.to_string()), false).unwrap();
+        }
         let mut out = Vec::new();
-        let pacing = pacing(Duration::from_secs(60));
-        assert_eq!(run(&mut out, &queue, &connection, &pacing, None), CloseReason::SlowClient);
-        assert!(out.is_empty());
+        let pacing = pacing();
+        assert_eq!(run_to_end(&log, start, &connection(None), &pacing, &mut out), CloseReason::SlowClient);
+        assert_eq!(out, b"OPEN\nretry: 3000\n\n", "the opening, then when to come back");
+        assert_eq!(pacing.counters.snapshot().slow_client_disconnects, 1);
+
+        let parts = connection(None);
+        parts.0.remove(1.into(), CloseReason::Stopped);
+        let pacing = Fixed { overflow: OverflowPolicy::DropOldest, ..self::pacing() };
+        let mut out = Vec::new();
+        assert_eq!(run_to_end(&log, start, &parts, &pacing, &mut out), CloseReason::Stopped);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "OPEN\n: 7 events dropped: this connection fell behind\n\ndata: 7\n\ndata: 8\n\ndata: 9\n\nretry: 3000\n\n"
+        );
+        assert_eq!(parts.1.stats().dropped, 7);
+        assert_eq!(pacing.counters.snapshot().events_dropped, 7);
+    }
+
+    #[test]
+    fn failed_writes_end_the_loop_with_the_right_reason() {
+        struct Failing(io::ErrorKind);
+        impl Write for Failing {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(self.0.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let log = MemoryLog::new(10);
+        for (kind, reason) in [
+            (io::ErrorKind::BrokenPipe, CloseReason::ClientGone),
+            (io::ErrorKind::WouldBlock, CloseReason::SendTimeout),
+            (io::ErrorKind::TimedOut, CloseReason::SendTimeout),
+        ] {
+            assert_eq!(
+                run_to_end(&log, log.head(), &connection(None), &pacing(), &mut Failing(kind)),
+                reason
+            );
+        }
     }
 
     #[test]
     fn lifetime_ends_the_stream_with_a_retry_hint() {
-        let (_registry, connection, queue) = queued(&[]);
-        let mut pacing = pacing(Duration::from_secs(60));
-        pacing.lifetime = Some(Duration::from_millis(5));
+        let log = MemoryLog::new(10);
+        let pacing = Fixed { lifetime: Some(Duration::from_millis(20)), ..pacing() };
         let mut out = Vec::new();
-        assert_eq!(run(&mut out, &queue, &connection, &pacing, None), CloseReason::MaxLifetime);
-        assert_eq!(out, b"retry: 3000\n\n");
-    }
-
-    #[test]
-    fn dropped_events_are_reported_to_the_client() {
-        let (registry, connection, queue) = queued(&[]);
-        let limits = crate::registry::QueueLimits {
-            messages: 2,
-            bytes: usize::MAX,
-            overflow: crate::registry::OverflowPolicy::DropOldest,
-        };
-        for text in ["1", "2", "3", "4"] {
-            registry.push_one(1.into(), &Event::data(text), &limits);
-        }
-        registry.remove(1.into(), CloseReason::Stopped);
-        let mut out = Vec::new();
-        run(&mut out, &queue, &connection, &pacing(Duration::from_secs(60)), None);
-        let text = String::from_utf8(out).unwrap();
         assert_eq!(
-            text,
-            ": 2 events dropped: this connection fell behind\n\ndata: 3\n\ndata: 4\n\nretry: 3000\n\n"
+            run_to_end(&log, log.head(), &connection(None), &pacing, &mut out),
+            CloseReason::MaxLifetime
         );
+        assert_eq!(out, b"OPEN\nretry: 3000\n\n");
     }
 
-    /// Hands every write to a channel, so a test can wait for it with a bound.
-    struct Forward(crossbeam_channel::Sender<Vec<u8>>);
+    /// A writer that hands each write to the test thread.
+    struct Channel(std::sync::mpsc::Sender<Vec<u8>>);
 
-    impl Write for Forward {
+    impl Write for Channel {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.send(buf.to_vec()).map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
+            self.0.send(buf.to_vec()).map_err(|_| io::ErrorKind::BrokenPipe)?;
             Ok(buf.len())
         }
         fn flush(&mut self) -> io::Result<()> {
@@ -440,138 +585,32 @@ mod tests {
         }
     }
 
-    /// Runs the loop for a connection created on its own thread (the thread a nap or park puts to
-    /// sleep), with `pacing`; returns the registry, the pacing and where the writes arrive.
-    fn spawn_loop(
-        pacing: Fixed,
-    ) -> (std::sync::Arc<Registry<Event>>, std::sync::Arc<Fixed>, crossbeam_channel::Receiver<Vec<u8>>) {
-        let registry = std::sync::Arc::new(Registry::default());
-        let pacing = std::sync::Arc::new(pacing);
-        let (writes, written) = crossbeam_channel::unbounded();
-        let (ready, registered) = crossbeam_channel::bounded(0);
-        let (thread_registry, thread_pacing) =
-            (std::sync::Arc::clone(&registry), std::sync::Arc::clone(&pacing));
-        std::thread::spawn(move || {
-            let connection = std::sync::Arc::new(Connection::new(info(), None));
-            let queue = thread_registry.insert(std::sync::Arc::clone(&connection), Queue::new());
-            ready.send(()).unwrap();
-            run(&mut Forward(writes), &queue, &connection, &*thread_pacing, None)
-        });
-        registered.recv().unwrap();
-        (registry, pacing, written)
-    }
-
-    /// Everything written until `expected` bytes have arrived, or what came by the deadline.
-    fn written_until(
-        written: &crossbeam_channel::Receiver<Vec<u8>>,
-        expected: usize,
-        within: Duration,
-    ) -> Vec<u8> {
-        let deadline = Instant::now() + within;
-        let mut out = Vec::new();
-        while out.len() < expected {
-            match written.recv_deadline(deadline) {
-                Ok(bytes) => out.extend(bytes),
-                Err(_) => break,
-            }
-        }
-        out
-    }
-
     #[test]
-    fn under_light_load_a_push_wakes_the_thread_at_once() {
-        let (registry, _pacing, written) = spawn_loop(pacing(Duration::from_secs(60)));
-        registry.broadcast(&Event::data("now"), &limits(1000), |_| Wake::Now, |_| true);
-        assert_eq!(written_until(&written, 11, Duration::from_secs(10)), b"data: now\n\n");
-        registry.remove_all(CloseReason::Stopped);
-    }
-
-    #[test]
-    fn a_burst_is_held_back_and_written_at_once_when_the_burst_ends() {
-        let p = pacing(Duration::from_secs(60));
-        *p.nap.lock() = Some(Duration::from_secs(60));
-        let (registry, pacing, written) = spawn_loop(p);
-        // The thread naps as soon as it looks at its queue, whether these come before or after.
-        for text in ["1", "2", "3"] {
-            registry.broadcast(&Event::data(text), &limits(1000), |_| Wake::Now, |_| true);
-        }
-        let expected = b"data: 1\n\ndata: 2\n\ndata: 3\n\n";
-        // A nap of 60 s would outlast this bound; the burst's end must cut it short.
-        *pacing.nap.lock() = None;
-        registry.wake_sleeping(true);
-        assert_eq!(written_until(&written, expected.len(), Duration::from_secs(10)), expected);
-        registry.remove_all(CloseReason::Stopped);
-    }
-
-    #[test]
-    fn a_nap_ends_when_the_queue_is_half_full() {
-        let p = pacing(Duration::from_secs(60));
-        *p.nap.lock() = Some(Duration::from_secs(60));
-        let (registry, _pacing, written) = spawn_loop(p);
-        // The burst stays on, so only the filling queue can wake the thread before the bound.
-        let mut expected = Vec::new();
-        for i in 0..5 {
-            let event = Event::data(i.to_string());
-            expected.extend_from_slice(event.as_bytes());
-            registry.broadcast(&event, &limits(10), |_| Wake::Now, |_| true);
-        }
-        let out = written_until(&written, expected.len(), Duration::from_secs(10));
-        assert_eq!(out, expected, "all five, in order, well before the nap would end");
-        registry.remove_all(CloseReason::Stopped);
-    }
-
-    #[test]
-    fn a_closed_queue_is_written_out_without_napping_between_pieces() {
-        let p = pacing(Duration::from_secs(60));
-        *p.nap.lock() = Some(Duration::from_secs(60));
-        let (registry, _pacing, written) = spawn_loop(p);
-        // A backlog of several pieces, then the queue is closed while the burst is still on: the
-        // close ends the first nap, and nothing would end a second one before the bound.
-        let text = "x".repeat(1000);
-        let mut expected = Vec::new();
-        for _ in 0..200 {
-            let event = Event::data(&text);
-            expected.extend_from_slice(event.as_bytes());
-            registry.broadcast(&event, &limits(1000), |_| Wake::Now, |_| true);
-        }
-        registry.remove_all(CloseReason::Stopped);
-        expected.extend_from_slice(b"retry: 3000\n\n");
-        assert_eq!(written_until(&written, expected.len(), Duration::from_secs(10)), expected);
-    }
-
-    #[test]
-    fn a_thread_parked_before_a_burst_gets_the_events_whose_wake_ups_it_held() {
-        // Parked under light load (the heartbeat is a minute away); then a burst's pushes hold back
-        // the wake-up, and only the pacer's sweep at the burst's end can wake it before the bound.
-        let (registry, _pacing, written) = spawn_loop(pacing(Duration::from_secs(60)));
-        let mut expected = Vec::new();
-        for text in ["1", "2", "3"] {
-            let event = Event::data(text);
-            expected.extend_from_slice(event.as_bytes());
-            registry.broadcast(&event, &limits(1000), |_| Wake::Held, |_| true);
-        }
-        registry.wake_sleeping(false);
-        assert_eq!(written_until(&written, expected.len(), Duration::from_secs(10)), expected);
-        registry.remove_all(CloseReason::Stopped);
-    }
-
-    #[test]
-    fn after_a_large_event_in_a_burst_the_thread_naps_rather_than_spins() {
-        // A batch cut short by a large event skips one nap (more may be queued); with nothing
-        // queued after it, the thread must go back to napping, not loop without sleeping.
-        let p = pacing(Duration::from_secs(60));
-        *p.nap.lock() = Some(Duration::from_secs(60));
-        let (registry, _pacing, written) = spawn_loop(p);
-        let large = Event::data("L".repeat(MAX_BATCH));
-        registry.broadcast(&large, &limits(1), |_| Wake::Held, |_| true);
-        let out = written_until(&written, large.as_bytes().len(), Duration::from_secs(10));
-        assert_eq!(out.len(), large.as_bytes().len());
-        let connection = registry.get(1.into()).expect("registered");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !connection.is_napping() {
-            assert!(Instant::now() < deadline, "the thread never went back to its nap");
-            std::thread::yield_now();
-        }
-        registry.remove_all(CloseReason::Stopped);
+    fn a_waiting_loop_wakes_for_the_log_and_for_its_own_messages() {
+        let log = Arc::new(MemoryLog::new(100));
+        let (written, writes) = std::sync::mpsc::channel();
+        let (registered, registry) = std::sync::mpsc::channel();
+        let looping = {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                let parts = connection(None);
+                let start = log.head();
+                let stream = Stream { log: &*log, queue: &parts.2, connection: &parts.1, socket: None };
+                registered.send((parts.0, Arc::clone(&parts.1))).unwrap();
+                run(&mut Channel(written), &stream, start, Vec::new(), &pacing())
+            })
+        };
+        let (registry, connection) = registry.recv().unwrap();
+        let next = || writes.recv_timeout(Duration::from_secs(10)).expect("written within the timeout");
+        // The heartbeat is an hour away: only a wake-up can make these come.
+        log.append(Event::data("published"), false).unwrap();
+        assert_eq!(next(), b"data: published\n\n");
+        send_one(&registry, &log, "direct");
+        assert_eq!(next(), b"data: direct\n\n");
+        log.append(Event::data("again"), false).unwrap();
+        assert_eq!(next(), b"data: again\n\n");
+        registry.remove(connection.info.id, CloseReason::Stopped);
+        assert_eq!(next(), b"retry: 3000\n\n");
+        assert_eq!(looping.join().unwrap(), CloseReason::Stopped);
     }
 }

@@ -1,6 +1,7 @@
 //! [`SseHandler`]: the connection registry, publishing, replay, and the opening of one stream.
 
 use std::borrow::Borrow;
+use std::collections::HashSet;
 use std::io::Write;
 use std::net::TcpStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -8,35 +9,40 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 
 use crate::auth::{AllowAll, Authenticator};
-use crate::burst::{self, Burst};
-use crate::config::{Config, UnknownIdPolicy};
-use crate::connection::{self, Pacing, WaitMode};
+use crate::config::{Config, UnknownIdPolicy, is_valid_event_type};
+use crate::connection::{self, Pacing, Private, Stream};
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::history::{History, MemoryHistory};
 use crate::http::{self, Request, Response};
+use crate::log::{EventLog, MemoryLog};
 use crate::registry::{
-    CloseReason, Connection, ConnectionId, ConnectionInfo, ConnectionStats, Push, Queue, QueueLimits,
-    Registry, Replay, Wake,
+    CloseReason, Connection, ConnectionId, ConnectionInfo, ConnectionStats, OverflowPolicy, Push, Queue,
+    QueueLimits, Registry, Replay,
 };
-use crate::stats::{Counters, Stats};
-use crate::sweeper::{self, Sweeper};
+use crate::stats::{Counters, CountingWriter, Stats};
+
+/// Written right after a stream's head when no `retry:` hint is configured.
+const OPENING_COMMENT: &[u8] = b": open\n\n";
+
+/// The type of events published without one, always allowed: clients see them as `message`.
+const UNTYPED: &str = "message";
 
 type ConnectHook = Box<dyn Fn(&mut NewConnection<'_>) + Send + Sync>;
 type CloseHook = Box<dyn Fn(&ConnectionInfo, &CloseReason) + Send + Sync>;
 
 /// Serves Server-Sent Event streams and publishes events to them.
 ///
-/// A cheap handle: clones share the same connections, history and settings, so hand one to every
-/// thread that publishes. Each open stream runs on its own thread (the built-in [`Server`](crate::Server)'s
-/// or the one that called [`serve`](SseHandler::serve)), blocked on its own queue; publishing pushes into
-/// those queues and returns at once, whatever the clients are doing.
+/// A cheap handle: clones share the same connections, event log and settings, so hand one to every
+/// thread that publishes. Publishing appends the event to the log and returns at once, whatever the
+/// clients are doing. Each open stream runs on its own thread (the built-in [`Server`](crate::Server)'s
+/// or the one that called [`accept`](SseHandler::accept)), which reads the log from its own position
+/// and writes what it finds, so a client that reads slowly only falls behind in the log.
 ///
 /// ```no_run
-/// use sse_handler::{Event, SseHandler, Config};
+/// use sse_handler::{Event, SseHandler, Config, Request, Response};
 ///
 /// let handler = SseHandler::new(Config::default())?;
 /// let listener = std::net::TcpListener::bind("127.0.0.1:8080")?;
@@ -48,8 +54,17 @@ type CloseHook = Box<dyn Fn(&ConnectionInfo, &CloseReason) + Send + Sync>;
 ///     }
 /// });
 /// for stream in listener.incoming() {
-///     let handler = handler.clone();
-///     std::thread::spawn(move || handler.serve(stream?));
+///     let (stream, handler) = (stream?, handler.clone());
+///     std::thread::spawn(move || {
+///         let Ok((request, _)) = Request::read_from(&stream, &handler.config().request_limits) else {
+///             return; // answered (400, 431) and closed already
+///         };
+///         if request.path() == "/events" {
+///             let _ = handler.accept(stream, &request);
+///         } else {
+///             let _ = Response::new(404).send_and_close(&stream);
+///         }
+///     });
 /// }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -62,10 +77,11 @@ struct Shared {
     config: Config,
     heartbeat_nanos: AtomicU64,
     heartbeat_event: Event,
-    registry: Registry<Event>,
-    /// The publish lock: held while an event is numbered, recorded and queued, and while a new
-    /// connection takes its replay and registers, so that no event falls between the two.
-    publisher: Mutex<Publisher>,
+    /// The event types allowed, when limited: [`Config::event_types`], and those registered since.
+    event_types: Option<RwLock<HashSet<String>>>,
+    registry: Registry<Private>,
+    /// Where broadcast events live; every stream reads it from its own position.
+    log: Box<dyn EventLog>,
     next_connection: AtomicU64,
     authenticator: Box<dyn Authenticator>,
     on_connect: Option<ConnectHook>,
@@ -75,42 +91,6 @@ struct Shared {
     counters: Counters,
     /// State of the small generator behind `retry:` jitter (not for anything secret).
     jitter_state: AtomicU64,
-    /// Whether publishing is in a burst, during which connection threads batch instead of being woken
-    /// for every event.
-    burst: Burst,
-    /// Wakes connection threads for publishes while many connections are open.
-    sweeper: Sweeper,
-}
-
-/// Wakes every connection thread that is parked with events queued.
-fn sweep_now(shared: &Shared) {
-    shared.registry.wake_sleeping(false);
-}
-
-/// Notes the end of a publish however it ends (a history that panics included), so that the burst
-/// pacer never takes a publish for still under way; and wakes the threads whose wake-ups it held if
-/// the burst ended meanwhile.
-struct PublishEnds<'a> {
-    shared: &'a Shared,
-    /// How the burst, as it was when the publish started, had its pushes wake threads.
-    burst_wake: Wake,
-    /// The connections open during the publish, once known.
-    open: Option<usize>,
-}
-
-impl Drop for PublishEnds<'_> {
-    fn drop(&mut self) {
-        let shared = self.shared;
-        shared.burst.publish_ends(self.open.unwrap_or_else(|| shared.registry.len()));
-        if shared.burst.ended_during(self.burst_wake) {
-            shared.registry.wake_sleeping(true);
-        }
-    }
-}
-
-struct Publisher {
-    history: Box<dyn History>,
-    next_id: u64,
 }
 
 /// What [`SseHandler::send_all`] did with an event.
@@ -119,14 +99,16 @@ struct Publisher {
 pub struct Sent {
     /// The event's id: the publisher's, or the one the handler gave it.
     pub id: Option<String>,
-    /// How many connections it was queued for.
+    /// How many streams were open when it was published: each writes it, unless its `?event=`
+    /// subscription leaves it out.
     pub connections: usize,
 }
 
 /// A connection about to start streaming, as the connect hook sees it.
 ///
 /// Events sent here are written right after the replay and before any live event. They are for this
-/// client only, so they are not recorded in the history.
+/// client only, whatever its `?event=` subscription (as with [`SseHandler::send_one`]), so they are
+/// not recorded in the log.
 #[derive(Debug)]
 pub struct NewConnection<'a> {
     info: &'a ConnectionInfo,
@@ -139,18 +121,20 @@ impl NewConnection<'_> {
         self.info
     }
 
-    /// Queues an event for this client alone (a welcome, the current state, ...).
+    /// Queues an event for this client alone (a welcome, the current state, ...). It is written
+    /// whatever the client's `?event=` subscription, since it is addressed to this client, as with
+    /// [`SseHandler::send_one`]; give it a type the client listens to, or none (`message`).
     pub fn send(&mut self, event: Event) {
         self.welcome.push(event);
     }
 }
 
-/// Sets up an [`SseHandler`] with an authenticator, hooks or another history store.
+/// Sets up an [`SseHandler`] with an authenticator, hooks or another event log.
 #[must_use = "a HandlerBuilder does nothing until `build` is called"]
 pub struct HandlerBuilder {
     config: Config,
     authenticator: Box<dyn Authenticator>,
-    history: Option<Box<dyn History>>,
+    log: Option<Box<dyn EventLog>>,
     on_connect: Option<ConnectHook>,
     on_close: Option<CloseHook>,
 }
@@ -162,14 +146,16 @@ impl HandlerBuilder {
         self
     }
 
-    /// Where the replay history lives (default [`MemoryHistory`] of `config.history_capacity` events).
-    pub fn history(mut self, history: impl History) -> Self {
-        self.history = Some(Box::new(history));
+    /// Where broadcast events live (default: a [`MemoryLog`] bounded by the config's `history_*`
+    /// settings).
+    pub fn log(mut self, log: impl EventLog) -> Self {
+        self.log = Some(Box::new(log));
         self
     }
 
     /// Called on the connection's thread when a stream opens, before anything is written; it may
-    /// [`send`](NewConnection::send) events to that client alone.
+    /// [`send`](NewConnection::send) events to that client alone, which it gets whatever its
+    /// `?event=` subscription.
     pub fn on_connect(mut self, hook: impl Fn(&mut NewConnection<'_>) + Send + Sync + 'static) -> Self {
         self.on_connect = Some(Box::new(hook));
         self
@@ -188,30 +174,31 @@ impl HandlerBuilder {
     pub fn build(self) -> Result<SseHandler> {
         self.config.validate()?;
         let config = &self.config;
-        let history = self.history.unwrap_or_else(|| {
-            let mut history = MemoryHistory::new(config.history_capacity);
+        let log = self.log.unwrap_or_else(|| {
+            let mut log = MemoryLog::new(config.history_capacity).max_bytes(config.history_max_bytes);
             if let Some(age) = config.history_max_age {
-                history = history.max_age(age);
+                log = log.max_age(age);
             }
-            if let Some(bytes) = config.history_max_bytes {
-                history = history.max_bytes(bytes);
-            }
-            Box::new(history)
+            Box::new(log)
         });
+        // A connection's own queue holds what `send_one` and the connect hook address to it alone.
         let queue_limits = QueueLimits {
             messages: config.queue_capacity,
             bytes: config.queue_max_bytes,
-            overflow: config.overflow,
+            overflow: OverflowPolicy::Disconnect,
         };
         let seed =
             SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |t| t.as_nanos() as u64);
         let heartbeat_event = Event::comment(&self.config.heartbeat_comment);
+        let event_types =
+            config.event_types.as_ref().map(|types| RwLock::new(types.iter().cloned().collect()));
         Ok(SseHandler {
             shared: Arc::new(Shared {
                 heartbeat_nanos: AtomicU64::new(duration_nanos(self.config.heartbeat)),
                 heartbeat_event,
+                event_types,
                 registry: Registry::default(),
-                publisher: Mutex::new(Publisher { history, next_id: 1 }),
+                log,
                 next_connection: AtomicU64::new(1),
                 authenticator: self.authenticator,
                 on_connect: self.on_connect,
@@ -220,8 +207,6 @@ impl HandlerBuilder {
                 queue_limits,
                 counters: Counters::default(),
                 jitter_state: AtomicU64::new(seed | 1),
-                burst: Burst::new(self.config.max_burst_delay),
-                sweeper: Sweeper::default(),
                 config: self.config,
             }),
         })
@@ -265,16 +250,25 @@ impl Pacing for Shared {
         Event::retry_hint(self.jittered(self.config.reconnect_after))
     }
 
+    fn overflow(&self) -> OverflowPolicy {
+        self.config.overflow
+    }
+
     fn counters(&self) -> &Counters {
         &self.counters
     }
 
-    fn wait_mode(&self) -> WaitMode {
-        self.burst.nap().map_or(WaitMode::Park, WaitMode::Nap)
+    fn log_target(&self) -> Option<&str> {
+        self.config.log_target.as_deref()
     }
 }
 
 impl Shared {
+    /// The target of this handler's log lines: [`Config::log_target`], or this module's path.
+    fn log_target(&self) -> &str {
+        self.config.log_target.as_deref().unwrap_or(module_path!())
+    }
+
     /// `base` plus a random part of up to `retry_jitter`.
     fn jittered(&self, base: Duration) -> Duration {
         let jitter = self.config.retry_jitter;
@@ -300,7 +294,7 @@ impl SseHandler {
         SseHandler::builder(config).build()
     }
 
-    /// Starts a handler with an authenticator, hooks or a history store of its own.
+    /// Starts a handler with an authenticator, hooks or an event log of its own.
     ///
     /// ```
     /// use sse_handler::{BearerToken, Config, Event, SseHandler};
@@ -319,7 +313,7 @@ impl SseHandler {
         HandlerBuilder {
             config,
             authenticator: Box::new(AllowAll),
-            history: None,
+            log: None,
             on_connect: None,
             on_close: None,
         }
@@ -330,68 +324,37 @@ impl SseHandler {
         &self.shared.config
     }
 
-    /// Publishes an event to every open stream that subscribed to its type, and records it for replay.
+    /// The event log every stream reads from: its [`head`](EventLog::head) is the id the next
+    /// numbered event will get, when the default [`MemoryLog`] numbers them.
+    pub fn log(&self) -> &dyn EventLog {
+        &*self.shared.log
+    }
+
+    /// Publishes an event to every open stream that subscribed to its type, and keeps it for replay.
     ///
-    /// Returns at once: the event is pushed into each connection's queue (a pointer copy, since the
-    /// event is encoded once) and written by the connections' own threads. A connection whose queue is
-    /// already full is dropped as a slow client, with a `warn` log; it can reconnect and replay from the
-    /// history. When [`Config::auto_ids`] is on and the event has data but no id, it gets the next
-    /// number as its id.
+    /// Returns at once: the event is encoded once and appended to the log, and the streams' own
+    /// threads write it, each when it gets there. A stream that reads slowly falls behind in the log
+    /// and catches up; only one whose unread events leave the log meets the
+    /// [`overflow`](Config::overflow) policy. When [`Config::auto_ids`] is on and the event has data
+    /// but no id, the log gives it one (a number greater than any it gave before, in this process or
+    /// an earlier one).
     ///
     /// # Errors
-    /// [`Error::UnknownEventType`] when [`Config::event_types`] is set and does not hold the event's type;
-    /// [`Error::ShutDown`] after [`shutdown`](SseHandler::shutdown).
+    /// [`Error::UnknownEventType`] when the event's type is not allowed (see
+    /// [`has_event_type`](SseHandler::has_event_type));
+    /// [`Error::ShutDown`] after [`shutdown`](SseHandler::shutdown); what the log's
+    /// [`append`](EventLog::append) returns when it cannot store the event.
     pub fn send_all(&self, event: Event) -> Result<Sent> {
         self.check_can_send(&event)?;
         let shared = &*self.shared;
-        if shared.burst.publish_starts() {
-            burst::start_pacer(
-                Arc::downgrade(&self.shared),
-                |shared| &shared.burst,
-                |shared, naps| shared.registry.wake_sleeping(naps),
-            );
-        }
-        // In a burst, wake-ups wait for the burst's end; with many connections open, they are left
-        // to the sweeper thread; otherwise the pushes wake the threads at once.
-        let burst_wake = shared.burst.wake();
-        let sweeper_usable = !shared.sweeper.failed();
-        let wake = |open| {
-            let many = open >= sweeper::SWEEP_AT && sweeper_usable;
-            if burst_wake == Wake::Now && many { Wake::Held } else { burst_wake }
-        };
-        let mut publish_ends = PublishEnds { shared, burst_wake, open: None };
-        let (event, broadcast) = {
-            let mut publisher = shared.publisher.lock();
-            let event = if shared.config.auto_ids && event.id().is_none() && event.has_data() {
-                let id = publisher.next_id;
-                publisher.next_id += 1;
-                event.with_id(id.to_string())
-            } else {
-                event
-            };
-            if event.has_data() || event.id().is_some() {
-                publisher.history.append(event.clone());
-            }
-            let result =
-                shared.registry.broadcast(&event, &shared.queue_limits, wake, |info| info.wants(&event));
-            (event, result)
-        };
-        publish_ends.open = Some(broadcast.open);
-        drop(publish_ends);
-        let sweep = burst_wake == Wake::Now && broadcast.wake == Wake::Held;
-        if sweep && !shared.sweeper.request(Arc::downgrade(&self.shared), |shared| &shared.sweeper, sweep_now)
-        {
-            sweep_now(shared);
-        }
-        Counters::add(&shared.counters.events_dropped, broadcast.dropped as u64);
-        for id in broadcast.full {
-            self.drop_slow_client(id);
-        }
-        Ok(Sent { id: event.id().map(str::to_owned), connections: broadcast.queued })
+        let event = shared.log.append(event, shared.config.auto_ids)?;
+        Counters::add(&shared.counters.events_published, 1);
+        Ok(Sent { id: event.id().map(str::to_owned), connections: shared.registry.len() })
     }
 
-    /// Sends an event to one connection only. It is not recorded in the history (it is not for the
-    /// others), and it goes to the connection whatever its `?event=` subscription.
+    /// Sends an event to one connection only, after every event published before it. It is not kept
+    /// in the log (it is not for the others), and it goes to the connection whatever its `?event=`
+    /// subscription.
     ///
     /// # Errors
     /// [`Error::UnknownConnection`] if no open stream has this id; [`Error::QueueFull`] if its queue was
@@ -399,7 +362,8 @@ impl SseHandler {
     /// [`Error::ShutDown`] as for [`send_all`](SseHandler::send_all).
     pub fn send_one(&self, id: ConnectionId, event: Event) -> Result<()> {
         self.check_can_send(&event)?;
-        match self.shared.registry.push_one(id, &event, &self.shared.queue_limits) {
+        let private = Private { after: self.shared.log.head(), event };
+        match self.shared.registry.push_one(id, &private, &self.shared.queue_limits) {
             Some(Push::Queued { dropped }) => {
                 Counters::add(&self.shared.counters.events_dropped, dropped as u64);
                 Ok(())
@@ -412,15 +376,16 @@ impl SseHandler {
         }
     }
 
-    /// Ends one stream: events already queued for it are still written, then a `retry:` hint
+    /// Ends one stream: events published and sent to it before are still written, then a `retry:` hint
     /// ([`Config::reconnect_after`]), then the connection closes. Returns at once; the stream's thread
     /// finishes on its own, within the send timeout at worst.
     ///
     /// # Errors
     /// [`Error::UnknownConnection`] if no open stream has this id.
     pub fn stop_one(&self, id: ConnectionId) -> Result<()> {
-        self.shared.registry.remove(id, CloseReason::Stopped).ok_or(Error::UnknownConnection(id))?;
-        log::debug!("stream {id}: stopped by the application");
+        let head = self.shared.log.head();
+        self.shared.registry.remove_at(id, CloseReason::Stopped, head).ok_or(Error::UnknownConnection(id))?;
+        log::debug!(target: self.shared.log_target(), "stream {id}: stopped by the application");
         Ok(())
     }
 
@@ -432,9 +397,13 @@ impl SseHandler {
     /// # Errors
     /// [`Error::UnknownConnection`] if no open stream has this id.
     pub fn stop_one_within(&self, id: ConnectionId, timeout: Duration) -> Result<bool> {
-        let connection =
-            self.shared.registry.remove(id, CloseReason::Stopped).ok_or(Error::UnknownConnection(id))?;
-        log::debug!("stream {id}: stopped by the application");
+        let head = self.shared.log.head();
+        let connection = self
+            .shared
+            .registry
+            .remove_at(id, CloseReason::Stopped, head)
+            .ok_or(Error::UnknownConnection(id))?;
+        log::debug!(target: self.shared.log_target(), "stream {id}: stopped by the application");
         Ok(finish_within(&[connection], timeout) == 0)
     }
 
@@ -463,12 +432,58 @@ impl SseHandler {
         self.shared.counters.snapshot()
     }
 
+    /// Whether events of this type may be published and subscribed to: always when
+    /// [`Config::event_types`] is `None`; else when it is `message` (the type of events without one),
+    /// one of `Config::event_types`, or registered since with
+    /// [`register_event_type`](SseHandler::register_event_type).
+    pub fn has_event_type(&self, event_type: &str) -> bool {
+        match &self.shared.event_types {
+            None => true,
+            Some(allowed) => event_type == UNTYPED || allowed.read().contains(event_type),
+        }
+    }
+
+    /// Allows one more event type, from now on, where [`Config::event_types`] limits them: clients
+    /// may subscribe to it (`?event=`), and [`send_all`](SseHandler::send_all) takes events of it.
+    /// Returns whether the type is new, so `false` when it was allowed already (every type is, when
+    /// `Config::event_types` is `None`).
+    ///
+    /// ```
+    /// use sse_handler::{Config, Event, SseHandler};
+    ///
+    /// let handler = SseHandler::new(Config::default().event_types(["news"]))?;
+    /// let scores = Event::builder().event("scores").data("2-1").build()?;
+    /// assert!(!handler.has_event_type("scores"));
+    /// assert!(handler.send_all(scores.clone()).is_err());
+    ///
+    /// assert!(handler.register_event_type("scores")?);
+    /// assert!(handler.has_event_type("scores"));
+    /// handler.send_all(scores)?;
+    /// # Ok::<(), sse_handler::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when `event_type` is empty or holds a line break (no event can carry
+    /// it).
+    pub fn register_event_type(&self, event_type: &str) -> Result<bool> {
+        if !is_valid_event_type(event_type) {
+            return Err(Error::InvalidConfig(format!(
+                "event type {event_type:?} is empty or holds a line break"
+            )));
+        }
+        match &self.shared.event_types {
+            None => Ok(false),
+            Some(_) if self.has_event_type(event_type) => Ok(false),
+            Some(allowed) => Ok(allowed.write().insert(event_type.to_owned())),
+        }
+    }
+
     /// The current heartbeat interval.
     pub fn heartbeat(&self) -> Duration {
         self.shared.heartbeat()
     }
 
-    /// Changes the heartbeat interval. Open streams use the new value from their next wait on.
+    /// Changes the heartbeat interval, for open streams too: each is woken to wait anew.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] if `interval` is zero.
@@ -477,11 +492,12 @@ impl SseHandler {
             return Err(Error::InvalidConfig("heartbeat must be more than zero".into()));
         }
         self.shared.heartbeat_nanos.store(duration_nanos(interval), Ordering::Relaxed);
+        self.shared.registry.wake_all();
         Ok(())
     }
 
     /// Ends every stream and refuses new ones (`503`) and new events ([`Error::ShutDown`]). Streams
-    /// write what is already queued, then close; their threads end on their own, each within the send
+    /// write what was published before, then close; their threads end on their own, each within the send
     /// timeout. Returns how many streams were ended. (The built-in server's
     /// [`ServerHandle::shutdown`](crate::ServerHandle::shutdown) also waits for the threads.)
     pub fn shutdown(&self) -> usize {
@@ -497,16 +513,11 @@ impl SseHandler {
     }
 
     fn end_all(&self) -> Vec<Arc<Connection>> {
-        let ended = {
-            // Under the publish lock, so no connection registers after the flag is seen unset.
-            let _publisher = self.shared.publisher.lock();
-            self.shared.shut_down.store(true, Ordering::SeqCst);
-            self.shared.registry.remove_all(CloseReason::ShutDown)
-        };
-        // Nothing will be published any more: its thread can go.
-        self.shared.sweeper.stop();
+        // A connection registering meanwhile sees the flag after it registers, and leaves.
+        self.shared.shut_down.store(true, Ordering::SeqCst);
+        let ended = self.shared.registry.remove_all(CloseReason::ShutDown, self.shared.log.head());
         if !ended.is_empty() {
-            log::debug!("handler shut down, ending {} streams", ended.len());
+            log::debug!(target: self.shared.log_target(), "handler shut down, ending {} streams", ended.len());
         }
         ended
     }
@@ -521,6 +532,29 @@ impl SseHandler {
     /// hand-written accept loop; call it on a thread of its own, since it returns only when the
     /// stream ends.
     ///
+    /// **It streams on any path.** A `GET /favicon.ico` gets `200 text/event-stream` like any other:
+    /// the handler does not know which paths are its own, since routing belongs to whoever owns the
+    /// accept loop (the built-in [`Server`](crate::Server) routes by path). To route in a loop of
+    /// your own, read the head with [`Request::read_from`] and pass the requests for the stream to
+    /// [`accept`](SseHandler::accept), answering the others yourself
+    /// ([`Response::send_and_close`]):
+    ///
+    /// ```no_run
+    /// use sse_handler::{Config, Request, Response, SseHandler};
+    ///
+    /// let events = SseHandler::new(Config::default())?;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:8080")?;
+    /// for stream in listener.incoming() {
+    ///     let (stream, events) = (stream?, events.clone());
+    ///     std::thread::spawn(move || match Request::read_from(&stream, &events.config().request_limits) {
+    ///         Ok((request, _)) if request.path() == "/events" => drop(events.accept(stream, &request)),
+    ///         Ok(_) => drop(Response::new(404).with_body("not found\n").send_and_close(&stream)),
+    ///         Err(_) => {} // answered (400, 431) and closed already
+    ///     });
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// Returns why the stream ended, or `None` when the request was answered without opening one (a
     /// CORS preflight).
     ///
@@ -534,7 +568,7 @@ impl SseHandler {
         let head = match http::read_head(&stream, &self.shared.config.request_limits) {
             Ok(head) => head,
             Err(err) => {
-                answer_error(&mut &stream, &err);
+                answer_error_logged(&mut &stream, &err, self.shared.log_target());
                 http::linger_close(&stream);
                 return Err(err);
             }
@@ -574,6 +608,9 @@ impl SseHandler {
             let keepalive = socket2::TcpKeepalive::new().with_time(idle).with_interval(idle);
             socket2::SockRef::from(&*stream).set_tcp_keepalive(&keepalive)?;
         }
+        if let Some(bytes) = self.shared.config.send_buffer {
+            socket2::SockRef::from(&*stream).set_send_buffer_size(bytes)?;
+        }
         self.open(&*stream, request, Some(&stream))
     }
 
@@ -585,8 +622,9 @@ impl SseHandler {
         let _ = out.write_all(&answer).and_then(|()| out.flush());
     }
 
-    /// The path of one stream, top to bottom: check the request, register and take the replay under
-    /// the publish lock, write head + replay + welcome in one go, then run the connection loop.
+    /// The path of one stream, top to bottom: check the request, place the connection's cursor in the
+    /// log and register it, run the connect hook, then let the connection loop write the head, the
+    /// replay (the log from the cursor on), the hook's greeting and live events.
     ///
     /// The request may be owned (the built-in server's), so that it is freed once the stream is open
     /// rather than held for the stream's whole life.
@@ -598,31 +636,24 @@ impl SseHandler {
     ) -> Result<Option<CloseReason>> {
         let shared = &*self.shared;
         let request = owned_request.borrow();
-        let checked = self.check_request(request);
-        let user = match checked {
+        let user = match self.check_request(request) {
             Ok(Checked::Preflight) => {
                 self.preflight_response(request).write_to(&mut out, false)?;
                 return Ok(None);
             }
             Ok(Checked::Stream(user)) => user,
             Err(err) => {
-                answer_error(&mut out, &err);
+                answer_error_logged(&mut out, &err, shared.log_target());
                 return Err(err);
             }
         };
         // Made here, high on the stack, not at the bottom of `register` (see `Queue`).
         let queue = Queue::new();
-        let last_event_id = request
-            .header("last-event-id")
-            .map(str::to_owned)
-            .or_else(|| request.query_value("lastEventId"))
-            .filter(|id| !id.is_empty());
-
-        let (receiver, connection, replay) =
-            match self.register(request, user, last_event_id, socket.cloned(), queue) {
+        let (receiver, connection, cursor, replay_end) =
+            match self.register(request, user, socket.cloned(), queue) {
                 Ok(registered) => registered,
                 Err(err) => {
-                    answer_error(&mut out, &err);
+                    answer_error_logged(&mut out, &err, shared.log_target());
                     return Err(err);
                 }
             };
@@ -632,27 +663,33 @@ impl SseHandler {
         let mut welcome = NewConnection { info, welcome: Vec::new() };
         if let Some(hook) = &shared.on_connect {
             if catch_unwind(AssertUnwindSafe(|| hook(&mut welcome))).is_err() {
-                log::error!("stream {}: the connect hook panicked; answering 500", info.id);
+                log::error!(target: shared.log_target(), "stream {}: the connect hook panicked; answering 500", info.id);
                 registration.finish(CloseReason::HookPanicked);
                 let err = Error::Panicked("the connect hook");
-                answer_error(&mut out, &err);
+                answer_error_logged(&mut out, &err, shared.log_target());
                 return Err(err);
             }
         }
+        // Right after the replay, before live events.
+        for event in welcome.welcome {
+            let private = Private { after: replay_end, event };
+            let _ = shared.registry.push_one(info.id, &private, &QueueLimits::UNBOUNDED);
+        }
 
         let mut opening = self.stream_head(request);
-        if let Some(retry) = shared.config.retry {
-            opening.extend_from_slice(Event::retry_hint(shared.jittered(retry)).as_bytes());
+        // Bytes right after the head, so that clients and proxies that hand on a response only with
+        // its first body bytes show the stream as open at once.
+        match shared.config.retry {
+            Some(retry) => opening.extend_from_slice(Event::retry_hint(shared.jittered(retry)).as_bytes()),
+            None => opening.extend_from_slice(OPENING_COMMENT),
         }
         if let Replay::UnknownId { events } = info.replay {
             let note = format!("last event id not found; replaying {events} retained events");
             opening.extend_from_slice(Event::comment(note).as_bytes());
         }
-        for event in replay.iter().chain(&welcome.welcome) {
-            opening.extend_from_slice(event.as_bytes());
-        }
         drop(owned_request);
         log::debug!(
+            target: shared.log_target(),
             "stream {} opened on {} for {:?} (user {:?}, replay {:?})",
             info.id,
             info.path,
@@ -660,16 +697,14 @@ impl SseHandler {
             info.user,
             info.replay
         );
-        if let Err(err) = out.write_all(&opening).and_then(|()| out.flush()) {
-            return Ok(Some(registration.finish(connection::close_reason_for(&err))));
-        }
-        let opening_events = (replay.len() + welcome.welcome.len()) as u64;
-        connection.counters.sent.fetch_add(opening_events, Ordering::Relaxed);
-        Counters::add(&shared.counters.events_sent, opening_events);
-        // Written: let them go, or every stream would keep its replay (events the history may since
-        // have dropped, and a copy of their bytes) for as long as it is open.
-        drop((opening, replay, welcome));
-        let reason = connection::run(&mut out, &receiver, &connection, shared, socket.map(|s| &**s));
+        let stream = Stream {
+            log: &*shared.log,
+            queue: &receiver,
+            connection: &connection,
+            socket: socket.map(|s| &**s),
+        };
+        let mut out = CountingWriter::new(out, &shared.counters.bytes_sent);
+        let reason = connection::run(&mut out, &stream, cursor, opening, shared);
         Ok(Some(registration.finish(reason)))
     }
 
@@ -682,34 +717,63 @@ impl SseHandler {
             "OPTIONS" => return Ok(Checked::Preflight),
             _ => return Err(Error::MethodNotAllowed { allowed: "GET, OPTIONS".into() }),
         }
-        if let Some(allowed) = &self.shared.config.event_types {
-            if let Some(unknown) = request.query_values("event").find(|t| !allowed.contains(t)) {
+        if self.shared.event_types.is_some() {
+            if let Some(unknown) = request.query_values("event").find(|t| !self.has_event_type(t)) {
                 return Err(Error::NotFound(format!("no event type {unknown:?}")));
             }
         }
         let authenticator = &self.shared.authenticator;
         let user = catch_unwind(AssertUnwindSafe(|| authenticator.authenticate(request)))
             .map_err(|_| {
-                log::error!("the authenticator panicked on {} {}", request.method(), request.path());
+                log::error!(
+                    target: self.shared.log_target(),
+                    "the authenticator panicked on {} {}",
+                    request.method(),
+                    request.path()
+                );
                 Error::Panicked("the authenticator")
             })?
             .map_err(|rejection| Error::Rejected(Box::new(rejection)))?;
         Ok(Checked::Stream(user))
     }
 
-    /// Takes the replay and registers the connection under the publish lock: every event is then
-    /// either in the replay or queued live, never both, never neither.
+    /// Places the connection's cursor in the log (right after its `Last-Event-ID`, or at the head)
+    /// and registers it; returns the cursor and the end of the replay. No lock is needed to keep replay and live events apart: they are one read
+    /// of the log, from the cursor on.
     fn register(
         &self,
         request: &Request,
         user: Option<String>,
-        last_event_id: Option<String>,
         socket: Option<Arc<TcpStream>>,
-        queue: Queue<Event>,
-    ) -> Result<(crossbeam_channel::Receiver<Event>, Arc<Connection>, Vec<Event>)> {
+        queue: Queue<Private>,
+    ) -> Result<(crossbeam_channel::Receiver<Private>, Arc<Connection>, u64, u64)> {
         let shared = &*self.shared;
+        let last_event_id = request
+            .header("last-event-id")
+            .map(str::to_owned)
+            .or_else(|| request.query_value("lastEventId"))
+            .filter(|id| !id.is_empty());
         let event_types: Vec<String> = request.query_values("event").collect();
-        let mut info = ConnectionInfo {
+        let log = &shared.log;
+        let head = log.head();
+        let (cursor, replay) = match &last_event_id {
+            None => (head, Replay::NotAsked),
+            Some(last_id) => match log.position_after(last_id) {
+                Some(cursor) => {
+                    Counters::add(&shared.counters.replays_served, 1);
+                    (cursor, Replay::Resumed { events: log.count_from(cursor) })
+                }
+                None => {
+                    Counters::add(&shared.counters.replays_missed, 1);
+                    let cursor = match shared.config.unknown_id_policy {
+                        UnknownIdPolicy::ReplayAll => log.oldest(),
+                        UnknownIdPolicy::ReplayNone => head,
+                    };
+                    (cursor, Replay::UnknownId { events: log.count_from(cursor) })
+                }
+            },
+        };
+        let info = ConnectionInfo {
             id: ConnectionId::from(shared.next_connection.fetch_add(1, Ordering::Relaxed)),
             peer: request.peer(),
             path: request.path().to_owned(),
@@ -717,47 +781,47 @@ impl SseHandler {
             since: SystemTime::now(),
             event_types: (!event_types.is_empty()).then_some(event_types),
             last_event_id,
-            replay: Replay::NotAsked,
+            replay,
         };
-        let publisher = shared.publisher.lock();
-        if self.is_shut_down() {
-            return Err(Error::ShutDown);
-        }
-        let mut replay = Vec::new();
-        if let Some(last_id) = &info.last_event_id {
-            let found = publisher.history.events_after(last_id);
-            let known = found.is_some();
-            replay = match (found, shared.config.unknown_id_policy) {
-                (Some(events), _) => events,
-                (None, UnknownIdPolicy::ReplayAll) => publisher.history.all(),
-                (None, UnknownIdPolicy::ReplayNone) => Vec::new(),
-            };
-            replay.retain(|event| info.wants(event));
-            let events = replay.len();
-            info.replay = if known { Replay::Resumed { events } } else { Replay::UnknownId { events } };
-            let counter =
-                if known { &shared.counters.replays_served } else { &shared.counters.replays_missed };
-            Counters::add(counter, 1);
-        }
         let connection = Arc::new(Connection::new(info, socket));
         let receiver = shared.registry.insert(Arc::clone(&connection), queue);
-        drop(publisher);
+        if self.is_shut_down() {
+            shared.registry.remove(connection.info.id, CloseReason::ShutDown);
+            return Err(Error::ShutDown);
+        }
         Counters::add(&shared.counters.connections_opened, 1);
-        Ok((receiver, connection, replay))
+        Ok((receiver, connection, cursor, head))
     }
 
+    /// The stream's response head: the handler's own headers, each replaced by any configured
+    /// header of the same name, then the other configured headers.
     fn stream_head(&self, request: &Request) -> Vec<u8> {
+        let configured = &self.shared.config.headers;
+        let mut own = vec![
+            ("Content-Type", "text/event-stream"),
+            // `no-transform`: a proxy that compresses may hold a stream back to fill its buffers.
+            ("Cache-Control", "no-cache, no-transform"),
+            ("X-Accel-Buffering", "no"),
+            ("Connection", "keep-alive"),
+        ];
+        own.extend(self.cors_headers(request));
+
         let mut head = Vec::with_capacity(256);
         http::write_status_line(&mut head, 200);
-        http::push_header(&mut head, "Content-Type", "text/event-stream");
-        http::push_header(&mut head, "Cache-Control", "no-cache");
-        http::push_header(&mut head, "X-Accel-Buffering", "no");
-        http::push_header(&mut head, "Connection", "keep-alive");
-        for (name, value) in self.cors_headers(request) {
-            http::push_header(&mut head, name, value);
+        for (own_name, own_value) in &own {
+            let mut replaced = false;
+            for (name, value) in configured.iter().filter(|(name, _)| name.eq_ignore_ascii_case(own_name)) {
+                http::push_header(&mut head, name, value);
+                replaced = true;
+            }
+            if !replaced {
+                http::push_header(&mut head, own_name, own_value);
+            }
         }
-        for (name, value) in &self.shared.config.headers {
-            http::push_header(&mut head, name, value);
+        for (name, value) in configured {
+            if !own.iter().any(|(own_name, _)| own_name.eq_ignore_ascii_case(name)) {
+                http::push_header(&mut head, name, value);
+            }
         }
         head.extend_from_slice(b"\r\n");
         head
@@ -800,8 +864,8 @@ impl SseHandler {
                 crate::event::check_cors_safe_id(id)?;
             }
         }
-        if let (Some(allowed), Some(event_type)) = (&self.shared.config.event_types, event.event_type()) {
-            if !allowed.iter().any(|t| t == event_type) {
+        if let Some(event_type) = event.event_type() {
+            if !self.has_event_type(event_type) {
                 return Err(Error::UnknownEventType(event_type.to_owned()));
             }
         }
@@ -812,7 +876,8 @@ impl SseHandler {
         if let Some(connection) = self.shared.registry.remove(id, CloseReason::SlowClient) {
             Counters::add(&self.shared.counters.slow_client_disconnects, 1);
             log::warn!(
-                "stream {id} ({:?}) dropped: {} events queued and unread",
+                target: self.shared.log_target(),
+                "stream {id} ({:?}) dropped: {} messages sent to it alone were queued and unread",
                 connection.info.peer,
                 self.shared.config.queue_capacity
             );
@@ -845,12 +910,12 @@ impl Drop for Registration<'_> {
         let info = &self.connection.info;
         let reason = self.connection.close_reason().cloned().unwrap_or(CloseReason::ClientGone);
         self.shared.registry.remove(info.id, reason.clone());
-        Counters::add(&self.shared.counters.connections_closed, 1);
-        log::debug!("stream {} closed: {reason}", info.id);
+        self.shared.counters.closed(&reason);
+        log::debug!(target: self.shared.log_target(), "stream {} closed: {reason}", info.id);
         // A hook that panicked while we unwind would abort the process; skip it then.
         if let (Some(hook), false) = (&self.shared.on_close, std::thread::panicking()) {
             if catch_unwind(AssertUnwindSafe(|| hook(info, &reason))).is_err() {
-                log::error!("stream {}: the close hook panicked", info.id);
+                log::error!(target: self.shared.log_target(), "stream {}: the close hook panicked", info.id);
             }
         }
         self.connection.mark_finished();
@@ -877,10 +942,15 @@ fn finish_within(connections: &[Arc<Connection>], timeout: Duration) -> usize {
 /// Writes the HTTP answer for a refused request, if it has one. The client may already be gone;
 /// that is not worth more than a debug line.
 pub(crate) fn answer_error(out: &mut impl Write, err: &Error) {
-    log::debug!("request refused: {err}");
+    answer_error_logged(out, err, module_path!());
+}
+
+/// As [`answer_error`], logging under `target`.
+fn answer_error_logged(out: &mut impl Write, err: &Error, target: &str) {
+    log::debug!(target: target, "request refused: {err}");
     if let Some(response) = Response::for_error(err) {
         if let Err(write_err) = response.write_to(out, false) {
-            log::debug!("could not write the {} answer: {write_err}", response.status());
+            log::debug!(target: target, "could not write the {} answer: {write_err}", response.status());
         }
     }
 }

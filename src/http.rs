@@ -3,7 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::RequestLimits;
 use crate::error::{Error, Phase, Result};
@@ -99,6 +99,56 @@ impl Request {
     pub fn peer(&self) -> Option<SocketAddr> {
         self.peer
     }
+
+    /// Reads a request head from a client's socket, within `limits`, for an accept loop of your own
+    /// that decides what to do with a request before handing it on: to
+    /// [`SseHandler::accept`](crate::SseHandler::accept) for a stream, to an answer of its own, or
+    /// to a 404 ([`Response::send_and_close`]).
+    ///
+    /// Returns the request and the bytes that arrived after its head (the start of a body, a
+    /// WebSocket's first frames): pass them on to whatever reads the rest. The whole head must fit in
+    /// [`max_head_bytes`](RequestLimits::max_head_bytes) and arrive within
+    /// [`read_timeout`](RequestLimits::read_timeout) in total, however the client spreads it out; the
+    /// socket keeps a read timeout of what was left of that time.
+    ///
+    /// ```no_run
+    /// use sse_handler::{Config, Request, Response, SseHandler};
+    ///
+    /// let events = SseHandler::new(Config::default())?;
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:8080")?;
+    /// for stream in listener.incoming() {
+    ///     let (stream, events) = (stream?, events.clone());
+    ///     std::thread::spawn(move || {
+    ///         // A request that cannot be read has been answered (400, 431) and closed already.
+    ///         let Ok((request, _)) = Request::read_from(&stream, &events.config().request_limits) else {
+    ///             return;
+    ///         };
+    ///         if request.path() == "/events" {
+    ///             let _ = events.accept(stream, &request);
+    ///         } else {
+    ///             let _ = Response::new(404).with_body("not found\n").send_and_close(&stream);
+    ///         }
+    ///     });
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// A request that cannot be read is answered here, as [`SseHandler::serve`](crate::SseHandler::serve)
+    /// answers it, and the connection is closed before the error is returned, so the stream is only
+    /// left to drop: [`Error::BadRequest`] (answered 400) and [`Error::HeadTooLarge`] (431);
+    /// [`Error::Timeout`] when the head did not arrive in time and [`Error::Io`] when the client went
+    /// away, neither of them answered.
+    pub fn read_from(stream: &TcpStream, limits: &RequestLimits) -> Result<(Request, Vec<u8>)> {
+        match read_head(stream, limits) {
+            Ok(head) => Ok((head.request, head.leftover)),
+            Err(err) => {
+                log::debug!("request refused: {err}");
+                refuse(stream, &err);
+                Err(err)
+            }
+        }
+    }
 }
 
 /// Decodes `%XX` escapes and `+`; invalid escapes stay as they are, invalid UTF-8 becomes U+FFFD.
@@ -178,12 +228,26 @@ fn read_before(mut stream: &TcpStream, buf: &mut [u8], deadline: Instant) -> Res
     }
 }
 
+/// How long writing an answer before closing may block on a client that does not read.
+const ANSWER_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Answers a request that could not be served with what [`Response::for_error`] gives (nothing, for
+/// a timeout or a client gone), then closes without losing the answer.
+pub(crate) fn refuse(stream: &TcpStream, err: &Error) {
+    if let Some(response) = Response::for_error(err) {
+        if let Err(write_err) = response.write_before_close(stream) {
+            log::debug!("could not write the {} answer: {write_err}", response.status());
+        }
+    }
+    linger_close(stream);
+}
+
 /// Closes a connection whose request was not read in full (an error answer) without losing the answer:
 /// closing with unread input makes the kernel send a reset, which can destroy the answer before the
 /// client reads it. So: end our side, then read and discard what the client still sends, briefly.
 pub(crate) fn linger_close(mut stream: &TcpStream) {
     let _ = stream.shutdown(std::net::Shutdown::Write);
-    let deadline = Instant::now() + std::time::Duration::from_millis(500);
+    let deadline = Instant::now() + Duration::from_millis(500);
     let mut sink = [0u8; 4096];
     let mut discarded = 0;
     while discarded < 256 * 1024 {
@@ -442,8 +506,19 @@ impl Response {
         &self.body
     }
 
-    /// The answer to a request that failed with `err`, or `None` if the error has no HTTP answer.
-    pub(crate) fn for_error(err: &Error) -> Option<Response> {
+    /// The answer the library gives to a request that failed with `err`: the status of
+    /// [`Error::http_status`], a plain-text body saying what was wrong, and the headers the status
+    /// calls for (`Allow` for a 405, an authenticator's own headers). `None` when the error has no
+    /// HTTP answer (a timeout, a client gone).
+    ///
+    /// ```
+    /// use sse_handler::{Error, Response};
+    ///
+    /// let answer = Response::for_error(&Error::NotFound("/favicon.ico".into())).unwrap();
+    /// assert_eq!(answer.status(), 404);
+    /// assert_eq!(answer.body(), b"not found: /favicon.ico\n");
+    /// ```
+    pub fn for_error(err: &Error) -> Option<Response> {
         let status = err.http_status()?;
         let mut response = Response::new(status)
             .with_header("Content-Type", "text/plain; charset=utf-8")
@@ -462,6 +537,29 @@ impl Response {
             _ => {}
         }
         Some(response)
+    }
+
+    /// Writes the whole response on a client's socket, then closes the connection so that the client
+    /// reads it all: closing a socket with request bytes still unread makes the kernel reset the
+    /// connection, which can destroy an answer before the client reads it, so this ends the writing
+    /// side and discards what the client still sends for up to half a second. The write may block
+    /// for at most 5 s on a client that does not read.
+    ///
+    /// For an accept loop of your own (see [`Request::read_from`]); the body is written whatever the
+    /// request's method.
+    ///
+    /// # Errors
+    /// The write's error, when the client is gone or did not read in time.
+    pub fn send_and_close(&self, stream: &TcpStream) -> io::Result<()> {
+        let written = self.write_before_close(stream);
+        linger_close(stream);
+        written
+    }
+
+    /// Writes the whole response under a short write timeout, the socket being closed right after.
+    fn write_before_close(&self, stream: &TcpStream) -> io::Result<()> {
+        stream.set_write_timeout(Some(ANSWER_WRITE_TIMEOUT))?;
+        self.write_to(&mut &*stream, false)
     }
 
     /// Writes the whole response; with `head_only` (a `HEAD` request) the body is left out.

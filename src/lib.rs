@@ -4,7 +4,6 @@
 #![warn(missing_docs)]
 
 mod auth;
-mod burst;
 pub mod client;
 mod config;
 mod connection;
@@ -14,12 +13,14 @@ mod event;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handler;
-mod history;
+mod health;
 mod http;
+mod log;
+pub mod metrics;
 mod registry;
 mod server;
 mod stats;
-mod sweeper;
+mod wait;
 #[cfg(feature = "websocket")]
 #[cfg_attr(docsrs, doc(cfg(feature = "websocket")))]
 pub mod ws;
@@ -30,11 +31,13 @@ pub use error::EncodingProblem;
 pub use error::{Error, Field, FieldProblem, Phase, Result};
 pub use event::{Event, EventBuilder};
 pub use handler::{HandlerBuilder, NewConnection, Sent, SseHandler};
-pub use history::{History, MemoryHistory};
+pub use health::Health;
 pub use http::{Request, Response};
+pub use log::{EventLog, FellBehind, MemoryLog};
 pub use registry::{CloseReason, ConnectionId, ConnectionInfo, ConnectionStats, OverflowPolicy, Replay};
 pub use server::{Server, ServerConfig, ServerHandle, ShutdownReport};
 pub use stats::Stats;
+pub use wait::Waiter;
 #[cfg(feature = "websocket")]
 #[cfg_attr(docsrs, doc(cfg(feature = "websocket")))]
 pub use ws::{WsConfig, WsHandler};

@@ -6,10 +6,10 @@
 
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -128,6 +128,36 @@ impl ConnectionInfo {
 }
 
 /// Why a stream ended, as passed to the close hook and returned by `serve`/`accept`.
+///
+/// ```
+/// use std::sync::mpsc;
+/// use std::time::Duration;
+/// use sse_handler::{CloseReason, Config, Request, SseHandler};
+///
+/// let (opened, ids) = mpsc::channel();
+/// let handler = SseHandler::builder(Config::default())
+///     .on_connect(move |conn| {
+///         let _ = opened.send(conn.info().id());
+///     })
+///     .on_close(|info, reason| match reason {
+///         CloseReason::SlowClient | CloseReason::SendTimeout => {
+///             log::warn!("stream {} could not keep up: {reason}", info.id())
+///         }
+///         other => log::debug!("stream {} ended: {other}", info.id()),
+///     })
+///     .build()?;
+///
+/// // A stream (into a Vec here; a client's socket in real life), ended by the application.
+/// let serving = {
+///     let handler = handler.clone();
+///     std::thread::spawn(move || handler.accept_writer(Vec::new(), &Request::new("GET", "/events")))
+/// };
+/// let id = ids.recv_timeout(Duration::from_secs(10))?;
+/// handler.stop_one(id)?;
+/// assert_eq!(serving.join().unwrap()?, Some(CloseReason::Stopped));
+/// assert_eq!(CloseReason::Stopped.to_string(), "stopped by the application");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CloseReason {
@@ -183,8 +213,7 @@ pub(crate) struct QueueLimits {
 }
 
 impl QueueLimits {
-    /// No bound: for the one message that must never be refused (a close frame).
-    #[cfg(feature = "websocket")]
+    /// No bound: for messages that must never be refused (a close frame, a connect hook's greeting).
     pub(crate) const UNBOUNDED: QueueLimits =
         QueueLimits { messages: usize::MAX, bytes: usize::MAX, overflow: OverflowPolicy::Disconnect };
 }
@@ -210,7 +239,22 @@ pub(crate) struct ConnectionCounters {
     pub(crate) heartbeats: AtomicU64,
 }
 
-/// A snapshot of one connection's counters.
+/// A snapshot of one connection's counters, from
+/// [`SseHandler::connection_stats`](crate::SseHandler::connection_stats).
+///
+/// ```
+/// use sse_handler::{Config, SseHandler};
+///
+/// let handler = SseHandler::new(Config::default())?;
+/// // Which clients lag behind, and by how much.
+/// for id in handler.connection_ids() {
+///     let Some(stats) = handler.connection_stats(id) else { continue }; // closed meanwhile
+///     if stats.queued > 100 {
+///         println!("{id}: {} sent, {} waiting ({} bytes)", stats.sent, stats.queued, stats.queued_bytes);
+///     }
+/// }
+/// # Ok::<(), sse_handler::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct ConnectionStats {
@@ -235,24 +279,18 @@ pub(crate) struct Connection {
     pub(crate) pending_bytes: AtomicUsize,
     /// Set once, by whoever ends the connection first.
     pub(crate) close_reason: OnceLock<CloseReason>,
+    /// Where an event stream stops reading the log once it is stopped: the log's head when the
+    /// application stopped it, so that what is published afterwards is not written to it.
+    pub(crate) stop_position: OnceLock<u64>,
     pub(crate) counters: ConnectionCounters,
     /// The socket, when the handler owns it, so a stop or shutdown can end a write that is stuck.
     pub(crate) socket: Option<Arc<TcpStream>>,
     finished: Mutex<bool>,
     finished_signal: Condvar,
-    /// The thread that serves the connection, and how it is waiting (`RUNNING`, `PARKED` or
-    /// `NAPPING`). Waking it with `unpark` costs one futex call and no spinning, which matters with
-    /// thousands of connection threads on a few cores.
+    /// The thread that serves the connection. Waking it with `unpark` costs one futex call, and
+    /// nothing when it is not parked.
     thread: Thread,
-    waiting: AtomicU8,
 }
-
-/// The connection's thread is not waiting for its queue.
-const RUNNING: u8 = 0;
-/// Parked until the next push wakes it.
-const PARKED: u8 = 1;
-/// Asleep through a burst: pushes do not wake it, the end of the burst (or a filling queue) does.
-const NAPPING: u8 = 2;
 
 impl Connection {
     pub(crate) fn new(info: ConnectionInfo, socket: Option<Arc<TcpStream>>) -> Connection {
@@ -261,96 +299,16 @@ impl Connection {
             pending: AtomicUsize::new(0),
             pending_bytes: AtomicUsize::new(0),
             close_reason: OnceLock::new(),
+            stop_position: OnceLock::new(),
             counters: ConnectionCounters::default(),
             socket,
             finished: Mutex::new(false),
             finished_signal: Condvar::new(),
             thread: std::thread::current(),
-            waiting: AtomicU8::new(RUNNING),
         }
     }
 
-    /// Waits (on the connection's own thread, the one that created it) until `ready` finds something or
-    /// `timeout` passes. `ready` is checked again after the thread announces that it parks, so that a
-    /// push between the check and the park is never missed.
-    pub(crate) fn park_until<T>(&self, timeout: Duration, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(found) = ready() {
-                return Some(found);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            self.waiting.store(PARKED, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
-            if let Some(found) = ready() {
-                self.waiting.store(RUNNING, Ordering::Relaxed);
-                return Some(found);
-            }
-            std::thread::park_timeout(left);
-            self.waiting.store(RUNNING, Ordering::Relaxed);
-        }
-    }
-
-    /// Sleeps through part of a burst: up to `timeout`, while pushes accumulate without waking the
-    /// thread. Ends early when a push finds the queue half full ([`wake`](Connection::wake)), when the
-    /// burst is over ([`claim_wake`](Connection::claim_wake)), or when the queue is closed meanwhile (a closed queue's thread must not start
-    /// a nap: see the loop). `still_wanted` is checked after the thread announces the nap, so that a
-    /// burst ending at that moment is not slept through.
-    pub(crate) fn nap(&self, timeout: Duration, still_wanted: impl Fn() -> bool) {
-        self.waiting.store(NAPPING, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        if still_wanted() {
-            std::thread::park_timeout(timeout);
-        }
-        self.waiting.store(RUNNING, Ordering::Relaxed);
-    }
-
-    /// Wakes the connection's thread after a push, if it sleeps and should wake: a parked thread at
-    /// once unless `wake` is [`Wake::Held`] (a burst); a thread in a burst's nap, or parked with its
-    /// wake-up held, only when its queue has filled to half its limits, so that a burst never
-    /// overflows it.
-    pub(crate) fn wake(&self, limits: &QueueLimits, wake: Wake) {
-        fence(Ordering::SeqCst);
-        let state = self.waiting.load(Ordering::SeqCst);
-        let due = match state {
-            PARKED => wake == Wake::Now || self.is_half_full(limits),
-            NAPPING => self.is_half_full(limits),
-            _ => false,
-        };
-        if due && self.claim_from(state) {
-            self.thread.unpark();
-        }
-    }
-
-    /// Takes the thread's wake-up for the caller: only from the state it was seen in, so that a late
-    /// waker cannot turn a nap that began meanwhile into RUNNING (the end of the burst could then no
-    /// longer end that nap), and only one waker unparks it.
-    fn claim_from(&self, state: u8) -> bool {
-        self.waiting.compare_exchange(state, RUNNING, Ordering::SeqCst, Ordering::SeqCst).is_ok()
-    }
-
-    /// Claims the thread's wake-up if it sleeps with a reason to wake: in a nap (when `naps` is
-    /// set), or parked with events queued whose wake-ups were held back. The caller then unparks
-    /// the returned thread.
-    pub(crate) fn claim_wake(&self, naps: bool) -> Option<&Thread> {
-        let state = self.waiting.load(Ordering::SeqCst);
-        let due = match state {
-            NAPPING => naps,
-            PARKED => self.pending.load(Ordering::SeqCst) > 0,
-            _ => false,
-        };
-        (due && self.claim_from(state)).then_some(&self.thread)
-    }
-
-    #[cfg(test)]
-    pub(crate) fn is_napping(&self) -> bool {
-        self.waiting.load(Ordering::SeqCst) == NAPPING
-    }
-
-    /// Wakes the connection's thread whatever it is doing, to see that its queue is closed.
+    /// Wakes the connection's thread whatever it is doing: its queue has something, or is closed.
     pub(crate) fn wake_now(&self) {
         self.thread.unpark();
     }
@@ -402,11 +360,6 @@ impl Connection {
         self.socket.as_ref().is_some_and(|socket| socket.shutdown(Shutdown::Both).is_ok())
     }
 
-    fn is_half_full(&self, limits: &QueueLimits) -> bool {
-        self.pending.load(Ordering::Relaxed) >= limits.messages / 2
-            || self.pending_bytes.load(Ordering::Relaxed) >= limits.bytes / 2
-    }
-
     fn is_over(&self, limits: &QueueLimits, size: usize) -> bool {
         let pending = self.pending.load(Ordering::Acquire);
         // One message is always let in, however large, or a big event could never be sent at all.
@@ -433,16 +386,6 @@ impl<M> Entry<M> {
         connection.wake_now();
         connection
     }
-}
-
-/// Whether a push wakes a parked connection thread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) enum Wake {
-    /// At once: light load, where latency counts.
-    #[default]
-    Now,
-    /// Not until the burst ends (or the queue is half full): the thread takes many events at once.
-    Held,
 }
 
 /// Result of pushing a message into one connection's queue.
@@ -487,41 +430,43 @@ impl<M: Queued> Registry<M> {
     /// Removes a connection, recording why (unless a reason was already recorded). Dropping its
     /// sender disconnects the queue, which is what tells the connection thread to finish.
     pub(crate) fn remove(&self, id: ConnectionId, reason: CloseReason) -> Option<Arc<Connection>> {
+        self.remove_at(id, reason, u64::MAX)
+    }
+
+    /// As [`remove`](Registry::remove), recording the log position where the stream stops.
+    pub(crate) fn remove_at(
+        &self,
+        id: ConnectionId,
+        reason: CloseReason,
+        position: u64,
+    ) -> Option<Arc<Connection>> {
         let entry = self.entries.write().remove(&id)?;
+        let _ = entry.connection.stop_position.set(position);
         let _ = entry.connection.close_reason.set(reason);
         Some(entry.close())
     }
 
-    pub(crate) fn remove_all(&self, reason: CloseReason) -> Vec<Arc<Connection>> {
+    /// Removes every connection, recording why and the log position where the streams stop.
+    pub(crate) fn remove_all(&self, reason: CloseReason, position: u64) -> Vec<Arc<Connection>> {
         let entries: Vec<Entry<M>> = self.entries.write().drain().map(|(_, entry)| entry).collect();
         entries
             .into_iter()
             .map(|entry| {
+                let _ = entry.connection.stop_position.set(position);
                 let _ = entry.connection.close_reason.set(reason.clone());
                 entry.close()
             })
             .collect()
     }
 
-    /// Pushes `message` to every connection for which `wanted` holds, waking their threads as
-    /// `wake` says given the number of open connections; returns how many got it, how many older
-    /// messages were dropped to make room, the ids whose queues were full, how many connections were
-    /// open and how they were woken.
-    pub(crate) fn broadcast(
-        &self,
-        message: &M,
-        limits: &QueueLimits,
-        wake: impl FnOnce(usize) -> Wake,
-        wanted: impl Fn(&ConnectionInfo) -> bool,
-    ) -> Broadcast {
+    #[cfg(feature = "websocket")]
+    /// Pushes `message` to every connection and wakes their threads; returns how many got it, how
+    /// many older messages were dropped to make room, and the ids whose queues were full.
+    pub(crate) fn broadcast(&self, message: &M, limits: &QueueLimits) -> Broadcast {
         let entries = self.entries.read();
-        let wake = wake(entries.len());
-        let mut result = Broadcast { open: entries.len(), wake, ..Broadcast::default() };
+        let mut result = Broadcast::default();
         for (id, entry) in entries.iter() {
-            if !wanted(&entry.connection.info) {
-                continue;
-            }
-            match push(entry, message, limits, wake) {
+            match push(entry, message, limits) {
                 Push::Queued { dropped } => {
                     result.queued += 1;
                     result.dropped += dropped;
@@ -534,24 +479,13 @@ impl<M: Queued> Registry<M> {
     }
 
     pub(crate) fn push_one(&self, id: ConnectionId, message: &M, limits: &QueueLimits) -> Option<Push> {
-        self.entries.read().get(&id).map(|entry| push(entry, message, limits, Wake::Now))
+        self.entries.read().get(&id).map(|entry| push(entry, message, limits))
     }
 
-    /// Wakes every connection thread that sleeps with a reason to wake (see
-    /// [`Connection::claim_wake`]): at the end of a burst, or (without ending naps) for a publish
-    /// that left its wake-ups to the sweeper. The threads are unparked after the read lock is
-    /// released: thousands of wake-ups take milliseconds, and a connection waiting to register or
-    /// leave would hold up every publish behind it meanwhile.
-    pub(crate) fn wake_sleeping(&self, naps: bool) {
-        fence(Ordering::SeqCst);
-        let due: Vec<Thread> = self
-            .entries
-            .read()
-            .values()
-            .filter_map(|entry| entry.connection.claim_wake(naps).cloned())
-            .collect();
-        for thread in due {
-            thread.unpark();
+    /// Wakes every connection's thread, to look at its settings again.
+    pub(crate) fn wake_all(&self) {
+        for entry in self.entries.read().values() {
+            entry.connection.wake_now();
         }
     }
 
@@ -585,16 +519,15 @@ impl<M> Queue<M> {
 }
 
 /// What one broadcast did.
+#[cfg(feature = "websocket")]
 #[derive(Debug, Default)]
 pub(crate) struct Broadcast {
     pub(crate) queued: usize,
     pub(crate) dropped: usize,
     pub(crate) full: Vec<ConnectionId>,
-    pub(crate) open: usize,
-    pub(crate) wake: Wake,
 }
 
-fn push<M: Queued>(entry: &Entry<M>, message: &M, limits: &QueueLimits, wake: Wake) -> Push {
+fn push<M: Queued>(entry: &Entry<M>, message: &M, limits: &QueueLimits) -> Push {
     let connection = &entry.connection;
     let size = message.queued_size();
     let mut dropped = 0;
@@ -617,7 +550,7 @@ fn push<M: Queued>(entry: &Entry<M>, message: &M, limits: &QueueLimits, wake: Wa
         connection.taken(size);
         return Push::Gone;
     }
-    connection.wake(limits, wake);
+    connection.wake_now();
     if dropped > 0 {
         let dropped_u64 = dropped as u64;
         connection.counters.dropped.fetch_add(dropped_u64, Ordering::Relaxed);

@@ -40,7 +40,7 @@ fn serve_a_socket_from_a_hand_written_accept_loop() {
 #[test]
 fn accept_a_request_the_host_already_parsed() {
     let handler = SseHandler::new(Config::default()).unwrap();
-    handler.send_all(Event::data("one")).unwrap();
+    let one = handler.send_all(Event::data("one")).unwrap().id.unwrap();
     handler.send_all(Event::data("two")).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -68,7 +68,7 @@ fn accept_a_request_the_host_already_parsed() {
             handler.accept(stream, &request)
         })
     };
-    let mut client = subscribe(addr, "/stream", &[("Last-Event-ID", "1")]);
+    let mut client = subscribe(addr, "/stream", &[("Last-Event-ID", &one)]);
     assert_eq!(next_event(client.events()).data, "two");
     let info = handler.connection_info(handler.connection_ids()[0]).unwrap();
     assert_eq!(info.path(), "/stream");

@@ -77,10 +77,11 @@ fn injection_through_event_fields_is_impossible() {
     let server = start(Config::default());
     let mut response = subscribe(server.addr, "/events", &[]);
     // Data holding field syntax stays data; the id and type cannot hold a line break at all.
-    server.handler.send_all(Event::data("x\nid: forged\nevent: admin\r\rdata: y")).unwrap();
+    let id =
+        server.handler.send_all(Event::data("x\nid: forged\nevent: admin\r\rdata: y")).unwrap().id.unwrap();
     let event = next_event(response.events());
     assert_eq!(event.data, "x\nid: forged\nevent: admin\n\ndata: y");
-    assert_eq!((event.event_type.as_str(), event.last_event_id.as_str()), ("message", "1"));
+    assert_eq!((event.event_type.as_str(), event.last_event_id.as_str()), ("message", id.as_str()));
     let (status, _) = publish(server.addr, "?data=x&event=a%0Aid%3A%20forged", &[], None);
     assert_eq!(status, 400);
 }

@@ -1,6 +1,6 @@
 //! Properties checked on generated inputs: whatever an event holds, the client parser reads back
 //! exactly what was encoded; the encoding is always well formed; the parser's output does not depend
-//! on how the bytes are cut into reads; and the replay history never grows past its bounds.
+//! on how the bytes are cut into reads; and the event log never grows past its bounds.
 
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use sse_handler::client::{EventStream, Item, ReceivedEvent};
-use sse_handler::{Event, History, MemoryHistory};
+use sse_handler::{Event, EventLog, MemoryLog};
 
 /// Pieces that strings are built from: the bytes the format cares about, text that looks like fields,
 /// and any character at all.
@@ -271,43 +271,51 @@ proptest! {
         prop_assert_eq!(read_items_resuming(pieces), whole);
     }
 
-    /// Whatever events come (of any size, with time moving on), the history never holds more events,
-    /// bytes or age than its bounds allow, and what it holds is the newest events, in order, each
-    /// a resume point for exactly the events after it.
+    /// Whatever events come (of any size, with or without ids of their own, with time moving on), the
+    /// log never holds more events, bytes or age than its bounds allow (bar the newest event, always
+    /// kept); what it holds is the newest events, in order; each held id is a resume point for
+    /// exactly the events after it; and a reader left behind is told so, never handed a gap.
     #[test]
-    fn the_history_never_grows_past_its_bounds(
-        capacity in 0..12usize,
+    fn the_log_never_grows_past_its_bounds(
+        capacity in 1..12usize,
         max_bytes in prop::option::of(20..400usize),
         max_age_ms in prop::option::of(1..60u64),
-        steps in prop::collection::vec((0..120usize, 0..25u64), 0..40),
+        steps in prop::collection::vec((0..120usize, 0..25u64, any::<bool>()), 0..40),
     ) {
         let start = Instant::now();
         let now = Arc::new(Mutex::new(start));
         let clock = Arc::clone(&now);
-        let mut history = MemoryHistory::new(capacity).with_clock(move || *clock.lock().unwrap());
+        let mut log = MemoryLog::new(capacity).with_clock(move || *clock.lock().unwrap());
         if let Some(bytes) = max_bytes {
-            history = history.max_bytes(bytes);
+            log = log.max_bytes(bytes);
         }
         if let Some(ms) = max_age_ms {
-            history = history.max_age(Duration::from_millis(ms));
+            log = log.max_age(Duration::from_millis(ms));
         }
+        let first = log.head();
         let mut appended: Vec<(Instant, Event)> = Vec::new();
-        for (n, (len, advance_ms)) in steps.into_iter().enumerate() {
+        for (n, (len, advance_ms, own_id)) in steps.into_iter().enumerate() {
             let at = {
                 let mut now = now.lock().unwrap();
                 *now += Duration::from_millis(advance_ms);
                 *now
             };
-            let event = Event::builder().id(n.to_string()).data("d".repeat(len)).build().unwrap();
-            history.append(event.clone());
-            appended.push((at, event));
+            let mut builder = Event::builder().data("d".repeat(len));
+            if own_id {
+                builder = builder.id(format!("own-{n}"));
+            }
+            let stored = log.append(builder.build().unwrap(), true).unwrap();
+            prop_assert_eq!(log.head(), first + n as u64 + 1);
+            appended.push((at, stored));
 
-            let kept = history.all();
+            let oldest = log.oldest();
+            let mut kept = Vec::new();
+            let next = log.read(oldest, &mut |event| { kept.push(event.clone()); true }).unwrap();
+            prop_assert_eq!(next, log.head());
             prop_assert!(kept.len() <= capacity);
-            prop_assert_eq!(history.len(), kept.len());
             let kept_bytes: usize = kept.iter().map(|e| e.as_bytes().len()).sum();
             if let Some(max) = max_bytes {
-                prop_assert!(history.bytes() <= max && kept_bytes <= max, "{} > {}", history.bytes(), max);
+                prop_assert!(kept.len() == 1 || kept_bytes <= max, "{} > {}", kept_bytes, max);
             }
             // The newest events, in order: a suffix of what was appended, none past its age.
             let suffix: Vec<&Event> = appended[appended.len() - kept.len()..].iter().map(|(_, e)| e).collect();
@@ -317,12 +325,20 @@ proptest! {
                 let times = &appended[appended.len() - kept.len()..];
                 prop_assert!(times.iter().all(|(t, _)| *t >= oldest_allowed));
             }
-            // The event just appended is kept whenever it fits at all.
-            let fits = capacity > 0 && max_bytes.is_none_or(|max| appended[n].1.as_bytes().len() <= max);
-            prop_assert_eq!(kept.last() == Some(&appended[n].1), fits);
+            prop_assert_eq!(kept.last(), Some(&appended[n].1), "the newest event is always kept");
             for (i, event) in kept.iter().enumerate() {
-                let after = history.events_after(event.id().unwrap()).expect("a kept id is a resume point");
-                prop_assert_eq!(&after[..], &kept[i + 1..]);
+                let after = log.position_after(event.id().unwrap()).expect("a kept id is a resume point");
+                let mut replay = Vec::new();
+                log.read(after, &mut |event| { replay.push(event.clone()); true }).unwrap();
+                prop_assert_eq!(&replay[..], &kept[i + 1..]);
+            }
+            // Ids that left the log are not resume points, and a reader still there is told it fell behind.
+            for (_, gone) in &appended[..appended.len() - kept.len()] {
+                prop_assert_eq!(log.position_after(gone.id().unwrap()), None);
+            }
+            if oldest > first {
+                let fell = log.read(oldest - 1, &mut |_| true);
+                prop_assert!(fell.is_err());
             }
         }
     }

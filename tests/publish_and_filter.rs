@@ -25,8 +25,10 @@ fn publish_body_as_data_keeps_its_lines() {
     let server = start(Config::default());
     let mut response = subscribe(server.addr, "/events", &[]);
     let (status, body) = publish(server.addr, "", &[], Some(b"line one\r\nline two\n"));
-    assert_eq!((status, body.as_str()), (200, "{\"id\":\"1\",\"connections\":1}\n"));
-    assert_eq!(next_event(response.events()).data, "line one\nline two\n");
+    let event = next_event(response.events());
+    assert_eq!(event.data, "line one\nline two\n");
+    let answer = format!("{{\"id\":\"{}\",\"connections\":1}}\n", event.last_event_id);
+    assert_eq!((status, body), (200, answer));
     // A chunked body works as well.
     let request =
         b"POST /publish HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n";
@@ -69,7 +71,7 @@ fn event_type_filtering() {
         server.handler.send_all(event.build().unwrap()).unwrap();
     }
     server.handler.send_all(Event::data("end")).unwrap();
-    let collect = |response: &mut sse_handler::client::Response, n: usize| -> Vec<String> {
+    let collect = |response: &mut sse_handler::client::ReceivedResponse, n: usize| -> Vec<String> {
         (0..n).map(|_| next_event(response.events()).data).collect()
     };
     assert_eq!(collect(&mut only_a, 2), ["1", "4"]);
@@ -92,11 +94,12 @@ fn allowed_event_types_are_enforced() {
 #[test]
 fn handler_assigned_ids_only_when_none_given() {
     let server = start(Config::default());
-    assert_eq!(server.handler.send_all(Event::data("a")).unwrap().id.as_deref(), Some("1"));
+    let first: u64 = server.handler.send_all(Event::data("a")).unwrap().id.unwrap().parse().unwrap();
     let own = Event::builder().id("mine").data("b").build().unwrap();
     assert_eq!(server.handler.send_all(own).unwrap().id.as_deref(), Some("mine"));
     assert_eq!(server.handler.send_all(Event::comment("c")).unwrap().id, None, "comments get no id");
-    assert_eq!(server.handler.send_all(Event::data("d")).unwrap().id.as_deref(), Some("2"));
+    let next = server.handler.send_all(Event::data("d")).unwrap().id.unwrap();
+    assert!(next.parse::<u64>().unwrap() > first, "numbered in publish order");
     let server = start_with(SseHandler::builder(Config::default().auto_ids(false)), ServerConfig::default());
     assert_eq!(server.handler.send_all(Event::data("a")).unwrap().id, None);
 }

@@ -28,10 +28,8 @@ fn shutdown_ends_streams_and_joins_threads() {
 
 #[test]
 fn shutdown_is_bounded_even_with_a_stalled_client_and_a_slow_request() {
-    let config = Config::default()
-        .send_timeout(Duration::from_secs(300))
-        .queue_capacity(1_000_000)
-        .queue_max_bytes(usize::MAX);
+    // A log that holds all that is published, so the client stays stalled, not behind it.
+    let config = Config::default().send_timeout(Duration::from_secs(300)).history_max_bytes(usize::MAX);
     let mut server = start(config);
     let _stalled = subscribe(server.addr, "/events", &[]);
     // A request that never finishes its head.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use sse_handler::client::Item;
+use sse_handler::client::{self, Item};
 use sse_handler::{CloseReason, Config, Event, Server, ServerConfig, SseHandler};
 
 #[test]
@@ -16,30 +16,53 @@ fn response_head_and_event_bytes_are_exact() {
     let server = start(Config::default());
     let mut stream = TcpStream::connect(server.addr).unwrap();
     stream.write_all(b"GET /events HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
-    let head = read_until(&mut stream, b"\r\n\r\n");
+    // The head, and at once a comment, so that the stream shows as open before any event.
+    let head = read_until(&mut stream, b"\r\n\r\n: open\n\n");
     assert_eq!(
         String::from_utf8(head).unwrap(),
-        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
-         X-Accel-Buffering: no\r\nConnection: keep-alive\r\n\r\n"
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache, no-transform\r\n\
+         X-Accel-Buffering: no\r\nConnection: keep-alive\r\n\r\n: open\n\n"
     );
-    server.handler.send_all(Event::data("hello\nworld")).unwrap();
+    let id = server.handler.send_all(Event::data("hello\nworld")).unwrap().id.unwrap();
     let typed = Event::builder().event("tick").id("abc").data("").build().unwrap();
     server.handler.send_all(typed).unwrap();
     let body = read_until(&mut stream, b"id: abc\nevent: tick\ndata: \n\n");
-    assert_eq!(body, b"id: 1\ndata: hello\ndata: world\n\nid: abc\nevent: tick\ndata: \n\n");
+    let expected = format!("id: {id}\ndata: hello\ndata: world\n\nid: abc\nevent: tick\ndata: \n\n");
+    assert_eq!(String::from_utf8(body).unwrap(), expected);
+}
+
+#[test]
+fn a_configured_header_replaces_the_handlers_own_of_the_same_name() {
+    let config = Config::default()
+        .allow_origin("*")
+        .header("cache-control", "no-store, no-transform")
+        .header("Access-Control-Allow-Origin", "https://app.example")
+        .header("Link", "<a>")
+        .header("Link", "<b>");
+    let server = start(config);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.write_all(b"GET /events HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let head = read_until(&mut stream, b"\r\n\r\n: open\n\n");
+    assert_eq!(
+        String::from_utf8(head).unwrap(),
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\ncache-control: no-store, no-transform\r\n\
+         X-Accel-Buffering: no\r\nConnection: keep-alive\r\nAccess-Control-Allow-Origin: https://app.example\r\n\
+         Link: <a>\r\nLink: <b>\r\n\r\n: open\n\n"
+    );
 }
 
 #[test]
 fn events_arrive_in_publish_order() {
     let server = start(Config::default());
     let mut response = subscribe(server.addr, "/events", &[]);
-    for n in 0..100 {
-        server.handler.send_all(Event::data(n.to_string())).unwrap();
-    }
-    for n in 0..100 {
+    let ids: Vec<u64> = (0..100)
+        .map(|n| server.handler.send_all(Event::data(n.to_string())).unwrap().id.unwrap().parse().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|pair| pair[1] == pair[0] + 1), "handler-assigned ids count up by one");
+    for (n, id) in ids.iter().enumerate() {
         let event = next_event(response.events());
         assert_eq!(event.data, n.to_string());
-        assert_eq!(event.last_event_id, (n + 1).to_string(), "handler-assigned ids count from 1");
+        assert_eq!(event.last_event_id, id.to_string());
     }
 }
 
@@ -68,8 +91,9 @@ fn heartbeat_change_applies_to_open_streams() {
 fn retry_hint_and_custom_headers_when_a_stream_opens() {
     let config = Config::default().retry(Duration::from_millis(2500)).header("X-Stream", "yes");
     let server = start(config);
-    let mut response = subscribe(server.addr, "/events", &[]);
+    let mut response = client::connect(server.addr, "/events", &[], TIMEOUT).unwrap();
     assert_eq!(response.header("x-stream"), Some("yes"));
+    // The hint is what opens the stream: no comment before it.
     assert_eq!(next_item(response.events()), Item::Retry(Duration::from_millis(2500)));
 }
 
@@ -155,10 +179,8 @@ fn hooks_see_open_and_close_with_the_reason() {
 fn send_timeout_ends_a_client_that_stops_reading() {
     let reasons = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&reasons);
-    let config = Config::default()
-        .send_timeout(Duration::from_millis(200))
-        .queue_capacity(1_000_000)
-        .queue_max_bytes(usize::MAX);
+    // A log that holds all that is published, so the client is not behind it but stalled.
+    let config = Config::default().send_timeout(Duration::from_millis(200)).history_max_bytes(usize::MAX);
     let builder =
         SseHandler::builder(config).on_close(move |_, reason| log.lock().unwrap().push(reason.clone()));
     let server = start_with(builder, ServerConfig::default());
@@ -213,10 +235,10 @@ fn server_routes_plain_pages_too() {
 
 #[test]
 fn a_burst_reaches_every_client_complete_and_in_order_without_dropping_any() {
-    // The connection threads batch a burst (they are not woken for every event): what they write must
-    // still be every event, in order, to every client, the last ones included.
+    // The connection threads read the log in batches (they are not woken for every event): what they
+    // write must still be every event, in order, to every client, the last ones included.
     const EVENTS: usize = 20_000;
-    let server = start(Config::default().queue_capacity(EVENTS).history_capacity(0));
+    let server = start(Config::default().history_capacity(EVENTS));
     let readers: Vec<_> = (0..10)
         .map(|_| {
             let mut events = subscribe(server.addr, "/events", &[]).into_events();
@@ -240,12 +262,12 @@ fn a_burst_reaches_every_client_complete_and_in_order_without_dropping_any() {
 
 #[test]
 fn an_event_to_many_clients_reaches_every_one_of_them() {
-    // Enough streams that the publisher leaves the wake-ups to the sweeper thread: every parked
-    // connection thread must still be woken and write the event. Bursts are off and the heartbeat is
-    // far away, so nothing but the sweeper can wake them before the read timeout; the publishes come
-    // one at a time and then back to back.
+    // Far more streams than the publisher wakes itself: the woken threads pass the wake-up on, and
+    // every parked thread must still be woken and write the event. The heartbeat is far away, so
+    // nothing else wakes them before the read timeout; the publishes come one at a time (every thread
+    // waiting each time) and then back to back.
     const CLIENTS: usize = 150;
-    let config = Config::default().max_burst_delay(Duration::ZERO).heartbeat(Duration::from_secs(3600));
+    let config = Config::default().heartbeat(Duration::from_secs(3600));
     let server = start(config);
     let mut clients: Vec<_> =
         (0..CLIENTS).map(|_| subscribe(server.addr, "/events", &[]).into_events()).collect();

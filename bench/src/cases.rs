@@ -127,7 +127,8 @@ impl fmt::Display for Case {
     }
 }
 
-/// The full default run: bursts of about 100k-200k deliveries, light load with one event at a time,
+/// The full default run: bursts of about 100k-200k deliveries, light load with one event at a time
+/// (N up to 10,000 for both),
 /// and 10,000 idle connections.
 pub fn default_cases() -> Vec<Case> {
     vec![
@@ -135,10 +136,12 @@ pub fn default_cases() -> Vec<Case> {
         Case::burst(100, 2_000),
         Case::burst(1_000, 200),
         Case::burst(5_000, 20),
+        Case::burst(10_000, 10),
         Case::light(10, 200, 5),
         Case::light(100, 200, 5),
         Case::light(1_000, 50, 50),
         Case::light(5_000, 20, 200),
+        Case::light(10_000, 10, 400),
         Case::idle(10_000),
     ]
 }

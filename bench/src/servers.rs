@@ -48,11 +48,11 @@ impl ServerKind {
     }
 
     /// Command-line arguments sizing the server for bursts of up to `max_events` events (the
-    /// per-connection queue, or the broadcast ring), so that a burst never drops a client.
+    /// event log, or the broadcast ring), so that a burst never drops a client.
     pub fn burst_args(self, max_events: usize) -> Vec<String> {
         let room = (max_events * 2).max(65_536).to_string();
         match self {
-            ServerKind::SseHandler => vec!["--queue-capacity".into(), room],
+            ServerKind::SseHandler => vec!["--history".into(), room],
             ServerKind::Axum => vec!["--capacity".into(), room],
             ServerKind::Limit => Vec::new(),
         }

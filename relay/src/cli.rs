@@ -17,6 +17,8 @@ Endpoints:
   GET  /events   the stream; ?event=a&event=b for those types only; resumes from Last-Event-ID
   POST /publish  ?event=&data=&id=&retry= (or the body as data); with --token, needs Authorization: Bearer
   GET  /         the live page
+  GET  /healthz  200 `ok` while the relay can publish; 503 and the reason when it cannot (no token needed)
+  GET  /metrics  with --metrics: Prometheus text format; with --token, needs Authorization: Bearer
 
 Example:
   tail -f app.log | sse-relay --listen 127.0.0.1:8080
@@ -31,9 +33,15 @@ pub(crate) struct Args {
     #[arg(long, value_name = "SECS", default_value = "20", value_parser = positive_seconds)]
     pub(crate) heartbeat: Duration,
 
-    /// Keep this many events for clients that reconnect with `Last-Event-ID` (0 keeps none).
-    #[arg(long, value_name = "N", default_value_t = 1000)]
-    pub(crate) history: usize,
+    /// Keep the last N events in the event log: what clients that reconnect with `Last-Event-ID`
+    /// resume from, and how far a client may fall behind before it is dropped (it then reconnects and
+    /// is told its id is unknown). The memory is spent once, not per client.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) history: u64,
+
+    /// Keep at most this many bytes of events in the log (the oldest leave first).
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) history_bytes: u64,
 
     /// Let pages from this origin subscribe (CORS), e.g. `https://example.com`, or `*` for any.
     #[arg(long, value_name = "ORIGIN")]
@@ -75,10 +83,11 @@ pub(crate) struct Args {
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) max_connections: u64,
 
-    /// Events queued for one client at most; a client that falls further behind is dropped (it
-    /// reconnects and replays what it missed from the history).
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
-    pub(crate) queue_capacity: u64,
+    /// Serve `GET /metrics`: connections, events, bytes, replays, slow clients and heartbeats in the
+    /// Prometheus text format. With --token, it needs the same `Authorization: Bearer TOKEN` as
+    /// publishing.
+    #[arg(long)]
+    pub(crate) metrics: bool,
 
     /// Log level on standard error: error, warn, info, debug or trace. `RUST_LOG`, when set, takes
     /// precedence (with env_logger's syntax, e.g. `RUST_LOG=sse_handler=debug`).
@@ -116,10 +125,11 @@ mod tests {
         let args = Args::try_parse_from(["sse-relay"]).unwrap();
         assert_eq!(args.listen, "127.0.0.1:8080");
         assert_eq!(args.heartbeat, Duration::from_secs(20));
-        assert_eq!(args.history, 1000);
+        assert_eq!((args.history, args.history_bytes), (10_000, 16 << 20));
         assert_eq!(args.on_eof, OnEof::Serve);
-        assert_eq!((args.max_connections, args.queue_capacity), (10_000, 1024));
+        assert_eq!(args.max_connections, 10_000);
         assert!(args.token.is_none() && args.allow_origin.is_none() && args.max_stream_secs.is_none());
+        assert!(!args.metrics, "metrics are off unless asked for");
     }
 
     #[test]
@@ -133,7 +143,7 @@ mod tests {
     #[test]
     fn bad_values_are_usage_errors() {
         for args in [
-            &["sse-relay", "--queue-capacity", "0"][..],
+            &["sse-relay", "--history", "0"][..],
             &["sse-relay", "--max-connections", "0"],
             &["sse-relay", "--token", ""],
             &["sse-relay", "--on-eof", "later"],

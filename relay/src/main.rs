@@ -3,6 +3,7 @@
 
 mod cli;
 mod input;
+mod monitoring;
 mod page;
 mod relay;
 

@@ -13,6 +13,7 @@ use sse_handler::{BearerToken, Config, Event, Response, Server, ServerConfig, Se
 
 use crate::cli::{Args, OnEof};
 use crate::input::{self, LineFormat};
+use crate::monitoring;
 use crate::page::{self, PageSettings};
 
 /// Why the relay stops.
@@ -40,6 +41,8 @@ pub(crate) fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let (stop, stopped) = channel();
     watch_signals(stop.clone())?;
     read_input(handler.clone(), format, args.on_eof, stop.clone())?;
+    // Ids grow from a number taken from the clock, so that a restarted relay never reuses one.
+    log::info!("events are numbered from {}", handler.log().head());
     announce(server.local_addr());
 
     // `stop` is still held here, so this wait ends only with a reason.
@@ -58,8 +61,8 @@ pub(crate) fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 fn handler_config(args: &Args) -> Config {
     let mut config = Config::default()
         .heartbeat(args.heartbeat)
-        .history_capacity(args.history)
-        .queue_capacity(saturating_usize(args.queue_capacity))
+        .history_capacity(saturating_usize(args.history))
+        .history_max_bytes(saturating_usize(args.history_bytes))
         // The hint streams get when the relay ends them: rotation, shutdown, too many connections.
         .reconnect_after(Duration::from_millis(args.retry));
     if let Some(origin) = &args.allow_origin {
@@ -75,7 +78,8 @@ fn saturating_usize(value: u64) -> usize {
     usize::try_from(value).unwrap_or(usize::MAX)
 }
 
-/// Binds and starts the server: the stream, the publish endpoint (behind the token, if any) and the page.
+/// Binds and starts the server: the stream, the publish endpoint (behind the token, if any), the page
+/// and the operator's endpoints.
 fn serve(args: &Args, handler: &SseHandler) -> sse_handler::Result<ServerHandle> {
     let settings = PageSettings {
         stdin_type: args.event.clone().filter(|_| !args.json),
@@ -88,7 +92,20 @@ fn serve(args: &Args, handler: &SseHandler) -> sse_handler::Result<ServerHandle>
         Some(token) => server.publish_with("/publish", handler, BearerToken::new(token)),
         None => server.publish("/publish", handler),
     };
-    server.get("/", move |_request| Response::html(page.clone())).spawn()
+    let server = server.get("/", move |_request| Response::html(page.clone()));
+    monitor(server, args, handler).spawn()
+}
+
+/// Adds `GET /healthz`, and `GET /metrics` (behind the token, if any) when asked for.
+fn monitor(server: Server, args: &Args, handler: &SseHandler) -> Server {
+    let health = handler.clone();
+    let server = server.get("/healthz", move |_request| monitoring::healthz(&health));
+    if !args.metrics {
+        return server;
+    }
+    let metrics = handler.clone();
+    let guard = args.token.as_ref().map(BearerToken::new);
+    server.get("/metrics", move |request| monitoring::metrics(&metrics, guard.as_ref(), request))
 }
 
 /// The one line scripts wait for, on standard output.

@@ -31,7 +31,7 @@ fn help_lists_every_option() {
         "--max-stream-secs",
         "--retry",
         "--max-connections",
-        "--queue-capacity",
+        "--history-bytes",
         "--log-level",
         "GET  /events",
     ] {
@@ -66,7 +66,7 @@ fn sigterm_tells_every_stream_to_retry_then_ends_it_and_exits_zero() {
     let mut everything = relay.subscribe("/events", &[]);
     let mut other_type = relay.subscribe("/events?event=alerts", &[]);
     relay.send_line("last words");
-    assert_eq!(take_events(everything.events(), 1), triples(&[("1", "message", "last words")]));
+    assert_eq!(relay.take_events(everything.events(), 1), triples(&[("1", "message", "last words")]));
     // Standard input stays open: a blocked read must not hold up the shutdown.
     relay.signal(Signal::SIGTERM);
     let hint = [Item::Retry(Duration::from_millis(3000))];
@@ -95,7 +95,7 @@ fn by_default_the_relay_keeps_serving_after_its_input_ends() {
     relay.wait_for_log("end of standard input; still serving");
     assert_eq!(relay.publish("?data=posted%20later", &[], None).0, 200);
     assert_eq!(
-        take_events(stream.events(), 2),
+        relay.take_events(stream.events(), 2),
         triples(&[("1", "message", "the only line"), ("2", "message", "posted later")])
     );
     assert!(relay.is_running());

@@ -17,15 +17,17 @@ const MAX_HEADERS: usize = 64;
 const MAX_FRAMING_LINE: usize = 8 * 1024;
 
 /// A response to [`connect`] or [`request`]: the status, headers, and the event stream of its body.
+///
+/// `S` is the connection it came over: a [`TcpStream`] for [`connect`] and [`request`].
 #[derive(Debug)]
-pub struct Response {
+pub struct ReceivedResponse<S = TcpStream> {
     status: u16,
     reason: String,
     headers: Vec<(String, String)>,
-    events: EventStream<Body>,
+    events: EventStream<Body<S>>,
 }
 
-impl Response {
+impl<S: Read> ReceivedResponse<S> {
     /// The status code, e.g. 200.
     pub fn status(&self) -> u16 {
         self.status
@@ -47,17 +49,17 @@ impl Response {
     }
 
     /// The body, parsed as an event stream.
-    pub fn events(&mut self) -> &mut EventStream<Body> {
+    pub fn events(&mut self) -> &mut EventStream<Body<S>> {
         &mut self.events
     }
 
     /// The body, parsed as an event stream, taking the response apart.
-    pub fn into_events(self) -> EventStream<Body> {
+    pub fn into_events(self) -> EventStream<Body<S>> {
         self.events
     }
 
     /// Reads the rest of the body as bytes until EOF (for non-stream responses such
-    /// as a 404 page). Bytes already buffered but not yet parsed by [`Response::events`]
+    /// as a 404 page). Bytes already buffered but not yet parsed by [`ReceivedResponse::events`]
     /// are included.
     ///
     /// # Errors
@@ -77,24 +79,24 @@ impl Response {
 /// A `Content-Length` or chunked body reads as ended once complete, even if the
 /// connection stays open; one cut short by the connection closing is an error of
 /// kind [`io::ErrorKind::UnexpectedEof`].
-pub struct Body {
-    decoder: Decoder<TcpStream>,
+pub struct Body<S = TcpStream> {
+    decoder: Decoder<S>,
 }
 
-impl Body {
-    /// The socket under it, for tests that want to shut it down or inspect it.
-    pub fn stream(&self) -> &TcpStream {
+impl<S> Body<S> {
+    /// The connection under it, for tests that want to shut it down or inspect it.
+    pub fn stream(&self) -> &S {
         &self.decoder.src
     }
 }
 
-impl Read for Body {
+impl<S: Read> Read for Body<S> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         self.decoder.read(out)
     }
 }
 
-impl fmt::Debug for Body {
+impl<S: fmt::Debug> fmt::Debug for Body<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Body")
             .field("stream", &self.decoder.src)
@@ -292,12 +294,17 @@ pub fn connect(
     path_and_query: &str,
     headers: &[(&str, &str)],
     timeout: Duration,
-) -> io::Result<Response> {
+) -> io::Result<ReceivedResponse> {
+    request(addr, "GET", path_and_query, &with_stream_defaults(headers), None, timeout)
+}
+
+/// `headers` after the defaults of a stream request that they do not replace.
+pub(super) fn with_stream_defaults<'a>(headers: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let defaults = [("Accept", "text/event-stream"), ("Cache-Control", "no-cache")];
     let mut all: Vec<(&str, &str)> =
         defaults.into_iter().filter(|(name, _)| !has_header(headers, name)).collect();
     all.extend_from_slice(headers);
-    request(addr, "GET", path_and_query, &all, None, timeout)
+    all
 }
 
 /// Same as [`connect`], with any method and an optional body, and without the
@@ -336,9 +343,22 @@ pub fn request(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
     timeout: Duration,
-) -> io::Result<Response> {
-    let (mut stream, peer) = open(addr, timeout)?;
-    let message = encode_request(method, path_and_query, &peer.to_string(), headers, body)?;
+) -> io::Result<ReceivedResponse> {
+    let (stream, peer) = open(addr, timeout, timeout)?;
+    exchange(stream, &peer.to_string(), method, path_and_query, headers, body)
+}
+
+/// Sends a request over a connection that is already open and reads the response head, as
+/// [`request`] does; `host` is the `Host` header's value unless `headers` has one.
+pub(super) fn exchange<S: Read + Write>(
+    mut stream: S,
+    host: &str,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> io::Result<ReceivedResponse<S>> {
+    let message = encode_request(method, path_and_query, host, headers, body)?;
     stream.write_all(&message)?;
     stream.flush()?;
 
@@ -352,7 +372,7 @@ pub fn request(
     };
     let framing = body_framing(method, &head)?;
     let decoder = Decoder::new(stream, buf, framing);
-    Ok(Response {
+    Ok(ReceivedResponse {
         status: head.status,
         reason: head.reason,
         headers: head.headers,
@@ -360,14 +380,19 @@ pub fn request(
     })
 }
 
-/// Connects to the first address that accepts within `timeout`, with that timeout on reads and writes.
-fn open(addr: impl ToSocketAddrs, timeout: Duration) -> io::Result<(TcpStream, SocketAddr)> {
+/// Connects to the first address that accepts within `connect_timeout`, with `io_timeout` on reads
+/// and writes.
+pub(super) fn open(
+    addr: impl ToSocketAddrs,
+    connect_timeout: Duration,
+    io_timeout: Duration,
+) -> io::Result<(TcpStream, SocketAddr)> {
     let mut last_error = None;
     for peer in addr.to_socket_addrs()? {
-        match TcpStream::connect_timeout(&peer, timeout) {
+        match TcpStream::connect_timeout(&peer, connect_timeout) {
             Ok(stream) => {
-                stream.set_read_timeout(Some(timeout))?;
-                stream.set_write_timeout(Some(timeout))?;
+                stream.set_read_timeout(Some(io_timeout))?;
+                stream.set_write_timeout(Some(io_timeout))?;
                 return Ok((stream, peer));
             }
             Err(e) => last_error = Some(e),

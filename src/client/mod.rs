@@ -1,4 +1,8 @@
-//! A small blocking client for `text/event-stream` responses, for tests and tools.
+//! A small blocking client for `text/event-stream` responses, for tests, tools and services.
+//!
+//! [`EventSource`] is what a browser's `EventSource` does, as a blocking iterator: it checks the
+//! response, reconnects when the stream ends or breaks (honouring `retry:`, backing off when
+//! attempts fail), and resumes with `Last-Event-ID`. Start there to consume a stream.
 //!
 //! [`EventStream`] parses the event stream format exactly as the WHATWG HTML
 //! standard ("Server-sent events": parsing and interpreting an event stream)
@@ -6,8 +10,9 @@
 //! `EventSource` would see, plus comments and `retry:` changes.
 //!
 //! [`connect`] and [`request`] speak just enough HTTP/1.1 over a plain
-//! [`TcpStream`] to open a stream (or send any other request) and return a
-//! [`Response`] whose body is decoded according to its framing.
+//! [`TcpStream`] to open one stream (or send any other request), without
+//! reconnecting or checking the response, and return a
+//! [`ReceivedResponse`] whose body is decoded according to its framing.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -29,8 +34,15 @@ use std::mem;
 use std::time::Duration;
 
 mod http;
+mod source;
+mod url;
 
-pub use http::{Body, Response, connect, request};
+pub use http::{Body, ReceivedResponse, connect, request};
+pub use source::{EventSource, EventSourceBuilder, SourceError, SourceHandle, State, Target, Update};
+
+/// The old name of [`ReceivedResponse`], which clashed with the server's [`crate::Response`].
+#[deprecated(since = "0.1.0", note = "renamed to `client::ReceivedResponse`")]
+pub type Response<S = std::net::TcpStream> = ReceivedResponse<S>;
 
 /// How many bytes each read from an underlying reader asks for.
 const READ_CHUNK: usize = 8 * 1024;
@@ -146,6 +158,14 @@ impl<R> EventStream<R> {
     /// The reconnection time from the last valid `retry:` field, if any was seen.
     pub fn retry(&self) -> Option<Duration> {
         self.retry
+    }
+
+    /// Starts the stream with this last event id, carried over from an earlier connection: events
+    /// without an `id:` field report it, as a browser's `EventSource` does after reconnecting.
+    fn carry_last_event_id(mut self, last_event_id: &str) -> Self {
+        last_event_id.clone_into(&mut self.id_buffer);
+        last_event_id.clone_into(&mut self.last_event_id);
+        self
     }
 
     /// The underlying reader.

@@ -23,7 +23,7 @@ use crate::handler::answer_error;
 use crate::http::{self, Request, Response};
 use crate::registry::{
     CloseReason, Connection, ConnectionId, ConnectionInfo, OverflowPolicy, Push, Queue, QueueLimits,
-    Registry, Replay, Wake,
+    Registry, Replay,
 };
 
 type ConnectHook = Box<dyn Fn(&WsConnection<'_>) + Send + Sync>;
@@ -271,7 +271,7 @@ impl WsHandler {
     pub fn send_all(&self, message: impl Into<Message>) -> Result<usize> {
         self.check_open()?;
         let frame = Outbound::Frame(message.into().encode());
-        let result = self.shared.registry.broadcast(&frame, &self.queue_limits(), |_| Wake::Now, |_| true);
+        let result = self.shared.registry.broadcast(&frame, &self.queue_limits());
         for id in result.full {
             self.drop_slow_client(id);
         }
@@ -359,8 +359,8 @@ impl WsHandler {
             self.shared.shut_down.store(true, Ordering::SeqCst);
             let frame = CloseFrame { code: 1001, reason: "server shutting down".into() };
             let close = Outbound::Close { frame, cause: CloseCause::ShutDown };
-            self.shared.registry.broadcast(&close, &QueueLimits::UNBOUNDED, |_| Wake::Now, |_| true);
-            self.shared.registry.remove_all(CloseReason::ShutDown)
+            self.shared.registry.broadcast(&close, &QueueLimits::UNBOUNDED);
+            self.shared.registry.remove_all(CloseReason::ShutDown, u64::MAX)
         };
         log::debug!("websocket handler shut down, closing {} connections", ended.len());
         ended.len()

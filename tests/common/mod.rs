@@ -51,10 +51,24 @@ pub fn start_with(builder: HandlerBuilder, server_config: ServerConfig) -> TestS
 }
 
 /// Opens a stream and checks it was accepted. The connection is registered by the time this returns.
-pub fn subscribe(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> client::Response {
+pub fn subscribe(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> client::ReceivedResponse {
+    let mut response = connect_stream(addr, path, headers);
+    expect_opening(&mut response);
+    response
+}
+
+/// Opens a stream and checks the status only: what comes first is the caller's to read.
+pub fn connect_stream(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> client::ReceivedResponse {
     let response = client::connect(addr, path, headers, TIMEOUT).expect("connect");
     assert_eq!(response.status(), 200, "{:?}", response.headers());
     response
+}
+
+/// Reads what every stream starts with right after its head: a `retry:` hint where one is
+/// configured, else a short comment.
+pub fn expect_opening(response: &mut client::ReceivedResponse) {
+    let opening = next_item(response.events());
+    assert!(matches!(&opening, Item::Retry(_)) || opening == Item::Comment("open".into()), "{opening:?}");
 }
 
 pub fn next_event(stream: &mut EventStream<Body>) -> ReceivedEvent {

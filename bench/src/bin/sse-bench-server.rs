@@ -1,7 +1,7 @@
 //! The benchmark contract served by `sse-handler`: `GET /events` is the library's `SseHandler` on its
 //! built-in `Server`; `POST /publish?count=M&size=B` broadcasts M events with `send_all`.
 //!
-//! `sse-bench-server --port PORT [--queue-capacity EVENTS] [--max-connections N]`
+//! `sse-bench-server --port PORT [--history EVENTS] [--max-connections N]`
 
 use std::process::ExitCode;
 
@@ -12,17 +12,17 @@ use sse_handler::{Config, Event, Request, Response, Server, ServerConfig, SseHan
 
 struct Options {
     port: u16,
-    queue_capacity: usize,
+    history: usize,
     max_connections: usize,
 }
 
 fn options() -> Result<Options, String> {
     let mut args = Args::from_env();
-    let mut options = Options { port: 0, queue_capacity: 65_536, max_connections: 20_000 };
+    let mut options = Options { port: 0, history: 65_536, max_connections: 20_000 };
     while let Some(flag) = args.next_flag()? {
         match flag.as_str() {
             "--port" => options.port = args.parsed(&flag)?,
-            "--queue-capacity" => options.queue_capacity = args.parsed(&flag)?,
+            "--history" => options.history = args.parsed(&flag)?,
             "--max-connections" => options.max_connections = args.parsed(&flag)?,
             _ => return Err(format!("unknown option {flag}")),
         }
@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         Ok(options) => options,
         Err(err) => {
             eprintln!(
-                "sse-bench-server: {err}\nusage: sse-bench-server --port PORT [--queue-capacity EVENTS] [--max-connections N]"
+                "sse-bench-server: {err}\nusage: sse-bench-server --port PORT [--history EVENTS] [--max-connections N]"
             );
             return ExitCode::from(2);
         }
@@ -51,8 +51,8 @@ fn main() -> ExitCode {
 
 fn serve(options: &Options) -> Result<(), Box<dyn std::error::Error>> {
     system::raise_open_file_limit()?;
-    // Room for a whole burst per connection; no replay history, which a burst would only churn.
-    let config = Config::default().queue_capacity(options.queue_capacity).history_capacity(0);
+    // A log with room for a whole burst, so that no reader falls off it.
+    let config = Config::default().history_capacity(options.history).history_max_bytes(usize::MAX);
     let events = SseHandler::new(config)?;
     let publisher = events.clone();
     let server = Server::bind(("127.0.0.1", options.port))?

@@ -26,6 +26,8 @@ pub struct Relay {
     /// Standard output after the first line, one line at a time.
     stdout: Receiver<String>,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// The id the relay gives its first event.
+    first_id: u64,
 }
 
 impl Relay {
@@ -78,14 +80,40 @@ impl Relay {
             }
         });
         let stdin = child.stdin.take();
-        let mut relay = Relay { child, addr: "0.0.0.0:0".parse().unwrap(), stdin, stdout, stderr };
+        let mut relay =
+            Relay { child, addr: "0.0.0.0:0".parse().unwrap(), stdin, stdout, stderr, first_id: 0 };
         let first = relay.stdout.recv_timeout(TIMEOUT).unwrap_or_else(|err| {
             panic!("no `listening on` line ({err:?}); the relay logged:\n{}", relay.stderr())
         });
         let addr =
             first.strip_prefix("listening on http://").unwrap_or_else(|| panic!("first line: {first:?}"));
         relay.addr = addr.parse().unwrap_or_else(|_| panic!("not an address: {addr:?}"));
+        relay.wait_for_log("events are numbered from ");
+        let log = relay.stderr();
+        let first =
+            log.split("events are numbered from ").nth(1).and_then(|rest| rest.split_whitespace().next());
+        relay.first_id = first.and_then(|id| id.parse().ok()).expect("the first id in the log line");
         relay
+    }
+
+    /// The id of the `n`th event the relay publishes (1 for the first).
+    pub fn id(&self, n: u64) -> String {
+        (self.first_id + n - 1).to_string()
+    }
+
+    /// The next `n` events' (n-th, type, data), where n-th is the event's place in the relay's
+    /// sequence, from its id ("1" for the first event published).
+    pub fn take_events(&self, stream: &mut EventStream<Body>, n: usize) -> Vec<(String, String, String)> {
+        (0..n)
+            .map(|_| {
+                let event = next_event(stream);
+                let place = match event.last_event_id.parse::<u64>() {
+                    Ok(id) if id >= self.first_id => (id + 1 - self.first_id).to_string(),
+                    _ => event.last_event_id, // a publisher's own id
+                };
+                (place, event.event_type, event.data)
+            })
+            .collect()
     }
 
     /// Writes `line` and a newline to the relay's standard input.
@@ -161,9 +189,12 @@ impl Relay {
     }
 
     /// Opens a stream and checks it was accepted. The relay has registered it when this returns.
-    pub fn subscribe(&self, path: &str, headers: &[(&str, &str)]) -> client::Response {
-        let response = client::connect(self.addr, path, headers, TIMEOUT).expect("connect");
+    pub fn subscribe(&self, path: &str, headers: &[(&str, &str)]) -> client::ReceivedResponse {
+        let mut response = client::connect(self.addr, path, headers, TIMEOUT).expect("connect");
         assert_eq!(response.status(), 200, "{:?}", response.headers());
+        // Every stream starts with bytes right after its head: a `retry:` hint, or a comment.
+        let opening = next_item(response.events());
+        assert!(matches!(&opening, Item::Retry(_)) || opening == Item::Comment("open".into()), "{opening:?}");
         response
     }
 
@@ -206,16 +237,6 @@ pub fn next_event(stream: &mut EventStream<Body>) -> ReceivedEvent {
 
 pub fn next_item(stream: &mut EventStream<Body>) -> Item {
     stream.next_item().expect("read within the timeout").expect("stream still open")
-}
-
-/// The next `n` events' (id, type, data).
-pub fn take_events(stream: &mut EventStream<Body>, n: usize) -> Vec<(String, String, String)> {
-    (0..n)
-        .map(|_| {
-            let event = next_event(stream);
-            (event.last_event_id, event.event_type, event.data)
-        })
-        .collect()
 }
 
 /// Every item until the relay ends the stream.
