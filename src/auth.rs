@@ -1,5 +1,8 @@
 //! Deciding who may open a stream or publish: the [`Authenticator`] trait and two ready-made ones.
 
+use std::hash::{BuildHasher, RandomState};
+
+use crate::error::Rejection;
 use crate::http::Request;
 
 /// Decides whether a request may go ahead, and who made it.
@@ -49,6 +52,10 @@ impl Authenticator for AllowAll {
 /// Requires `Authorization: Bearer <token>` with one of the configured tokens, and names the user
 /// that token belongs to. A missing or wrong token gets `401` with `WWW-Authenticate: Bearer`.
 ///
+/// A guess is compared with the tokens through keyed digests of one fixed length, so the time a
+/// refusal takes says nothing about a token's content or length. The key is random, made with the
+/// authenticator, so no digest can be worked out ahead.
+///
 /// ```
 /// use sse_handler::BearerToken;
 ///
@@ -57,18 +64,31 @@ impl Authenticator for AllowAll {
 /// ```
 #[derive(Clone)]
 pub struct BearerToken {
-    tokens: Vec<(String, Option<String>)>,
+    tokens: Vec<AcceptedToken>,
+    digest_key: RandomState,
+}
+
+#[derive(Clone)]
+struct AcceptedToken {
+    token: String,
+    digest: u64,
+    user: Option<String>,
 }
 
 impl BearerToken {
     /// Accepts one token, for an anonymous user.
     pub fn new(token: impl Into<String>) -> BearerToken {
-        BearerToken { tokens: vec![(token.into(), None)] }
+        BearerToken { tokens: Vec::new(), digest_key: RandomState::new() }.accepting(token.into(), None)
     }
 
     /// Also accepts `token`, naming its bearer `user`.
-    pub fn with_token(mut self, token: impl Into<String>, user: impl Into<String>) -> BearerToken {
-        self.tokens.push((token.into(), Some(user.into())));
+    pub fn with_token(self, token: impl Into<String>, user: impl Into<String>) -> BearerToken {
+        self.accepting(token.into(), Some(user.into()))
+    }
+
+    fn accepting(mut self, token: String, user: Option<String>) -> BearerToken {
+        let digest = self.digest_key.hash_one(token.as_bytes());
+        self.tokens.push(AcceptedToken { token, digest, user });
         self
     }
 }
@@ -90,77 +110,39 @@ impl Authenticator for BearerToken {
         let Some(presented) = presented else {
             return Err(Rejection::unauthorized("a bearer token is required"));
         };
-        // Compare every token in full, so the time taken does not say how much of a guess was right.
+        // The guess's digest takes time that depends on the guess alone. Every token's digest is
+        // compared, each in one step; only an equal digest, which a wrong guess has once in 2^64
+        // tries, is confirmed against the token itself.
+        let digest = self.digest_key.hash_one(presented.as_bytes());
         let mut user = None;
         let mut found = false;
-        for (token, name) in &self.tokens {
-            if constant_time_eq(token.as_bytes(), presented.as_bytes()) {
+        for accepted in &self.tokens {
+            if std::hint::black_box(accepted.digest ^ digest) == 0 && confirm(&accepted.token, presented) {
                 found = true;
-                user = name.clone();
+                user = accepted.user.clone();
             }
         }
         if found { Ok(user) } else { Err(Rejection::unauthorized("the bearer token is not valid")) }
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// An authenticator's refusal: the status and message the client gets, and any extra headers
-/// (such as `WWW-Authenticate`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    status: u16,
-    message: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Rejection {
-    /// A refusal with any status (it should be a 4xx or 5xx) and a short message for the response body.
-    pub fn new(status: u16, message: impl Into<String>) -> Rejection {
-        Rejection { status, message: message.into(), headers: Vec::new() }
-    }
-
-    /// `401 Unauthorized` with `WWW-Authenticate: Bearer`.
-    pub fn unauthorized(message: impl Into<String>) -> Rejection {
-        Rejection::new(401, message).with_header("WWW-Authenticate", "Bearer")
-    }
-
-    /// `403 Forbidden`.
-    pub fn forbidden(message: impl Into<String>) -> Rejection {
-        Rejection::new(403, message)
-    }
-
-    /// Adds a response header. Header names and values with CR or LF are dropped when the answer is
-    /// written, since they would split the response.
-    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Rejection {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-
-    /// The status the client gets.
-    pub fn status(&self) -> u16 {
-        self.status
-    }
-
-    /// The message the client gets in the response body.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    /// The extra response headers.
-    pub fn headers(&self) -> &[(String, String)] {
-        &self.headers
-    }
+/// The plain comparison of a token with a guess whose digest matched its own.
+fn confirm(token: &str, presented: &str) -> bool {
+    #[cfg(test)]
+    tests::TOKEN_BYTES_COMPARED.with(|compared| compared.set(compared.get() + token.len()));
+    token == presented
 }
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+
     use super::*;
+
+    thread_local! {
+        /// Bytes of accepted tokens that a check has compared with a guess, on this thread.
+        pub(super) static TOKEN_BYTES_COMPARED: Cell<usize> = const { Cell::new(0) };
+    }
 
     fn with_auth(value: &str) -> Request {
         Request::new("GET", "/events").with_header("Authorization", value)
@@ -187,5 +169,21 @@ mod tests {
             assert_eq!(rejection.status(), 401);
             assert_eq!(rejection.headers(), [("WWW-Authenticate".into(), "Bearer".into())]);
         }
+    }
+
+    #[test]
+    fn a_wrong_guess_is_never_compared_with_a_token_so_it_cannot_learn_its_length() {
+        let token = "0123456789abcdef";
+        let auth = BearerToken::new(token).with_token("x".repeat(40), "bob");
+        for length in 0..=48 {
+            let guess = "f".repeat(length);
+            TOKEN_BYTES_COMPARED.with(|compared| compared.set(0));
+            assert!(auth.authenticate(&with_auth(&format!("Bearer {guess}"))).is_err());
+            // A comparison that stopped at a length mismatch and went through equal lengths byte by
+            // byte did work here for the guesses of 16 and 40 bytes alone.
+            assert_eq!(TOKEN_BYTES_COMPARED.with(Cell::get), 0, "a guess of {length} bytes");
+        }
+        assert_eq!(auth.authenticate(&with_auth(&format!("Bearer {token}"))), Ok(None));
+        assert_eq!(TOKEN_BYTES_COMPARED.with(Cell::get), token.len(), "the right token is confirmed");
     }
 }

@@ -3,8 +3,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::http::is_valid_header;
-use crate::registry::OverflowPolicy;
+use crate::http::{RequestLimits, is_valid_header};
 
 /// What to replay when a client's `Last-Event-ID` is not in the history (it is older than everything
 /// retained, came from another server, or was never issued).
@@ -67,6 +66,12 @@ pub struct Config {
     /// The most bytes of encoded events the log keeps (oldest dropped first; the newest is always
     /// kept). Default 16 MiB.
     pub history_max_bytes: usize,
+    /// How long a stream lets events gather before its next write, after it wrote a small batch while
+    /// more events came in (a burst). It then writes many events at once instead of one write (and
+    /// one system call) per event or two, which in a burst is what sets the pace. It never delays an
+    /// event published after a quiet moment: those are written as soon as they come. Default 400 µs;
+    /// zero writes every batch at once (lowest latency in a burst, at a CPU cost).
+    pub linger: Duration,
     /// The kernel's send buffer for each stream's socket (`SO_SNDBUF`), which bounds what a client
     /// that stopped reading holds in the kernel. Default `None`: the system's default (which grows
     /// up to a few MiB).
@@ -140,6 +145,7 @@ impl Default for Config {
             history_capacity: 10_000,
             history_max_age: None,
             history_max_bytes: 16 * 1024 * 1024,
+            linger: Duration::from_micros(400),
             send_buffer: None,
             unknown_id_policy: UnknownIdPolicy::ReplayAll,
             auto_ids: true,
@@ -204,6 +210,12 @@ impl Config {
     /// Sets [`Config::history_max_bytes`].
     pub fn history_max_bytes(mut self, bytes: usize) -> Config {
         self.history_max_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Config::linger`].
+    pub fn linger(mut self, linger: Duration) -> Config {
+        self.linger = linger;
         self
     }
 
@@ -359,60 +371,18 @@ pub(crate) fn is_valid_event_type(event_type: &str) -> bool {
     !event_type.is_empty() && !event_type.contains(['\r', '\n'])
 }
 
-/// Limits on reading one request, so that no client can hold a thread or memory by sending slowly
-/// or sending much.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What happens to a client that falls so far behind that events it has not read leave the event
+/// log (for a WebSocket client: whose own queue is full).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
-pub struct RequestLimits {
-    /// The most bytes a request head (request line and headers) may take; more is answered 431.
-    /// Default 16 KiB.
-    pub max_head_bytes: usize,
-    /// The most bytes a request body (to a publish endpoint) may take; more is answered 413.
-    /// Default 1 MiB.
-    pub max_body_bytes: usize,
-    /// How long the whole request (head and body) may take to arrive; a slower client is dropped
-    /// without an answer. Default 10 s.
-    pub read_timeout: Duration,
-}
-
-impl Default for RequestLimits {
-    fn default() -> RequestLimits {
-        RequestLimits {
-            max_head_bytes: 16 * 1024,
-            max_body_bytes: 1024 * 1024,
-            read_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-impl RequestLimits {
-    /// Sets [`RequestLimits::max_head_bytes`].
-    pub fn max_head_bytes(mut self, bytes: usize) -> RequestLimits {
-        self.max_head_bytes = bytes;
-        self
-    }
-
-    /// Sets [`RequestLimits::max_body_bytes`].
-    pub fn max_body_bytes(mut self, bytes: usize) -> RequestLimits {
-        self.max_body_bytes = bytes;
-        self
-    }
-
-    /// Sets [`RequestLimits::read_timeout`].
-    pub fn read_timeout(mut self, timeout: Duration) -> RequestLimits {
-        self.read_timeout = timeout;
-        self
-    }
-
-    pub(crate) fn validate(&self) -> Result<()> {
-        if self.max_head_bytes < 64 {
-            return Err(Error::InvalidConfig("max_head_bytes must be at least 64".into()));
-        }
-        if self.read_timeout.is_zero() {
-            return Err(Error::InvalidConfig("read_timeout must be more than zero".into()));
-        }
-        Ok(())
-    }
+pub enum OverflowPolicy {
+    /// Close the connection (the default). An SSE client reconnects with `Last-Event-ID` and is told
+    /// its id is unknown, so it knows it missed events.
+    #[default]
+    Disconnect,
+    /// Keep the client: an SSE stream moves on to the oldest event the log still holds and is told
+    /// how many it missed with a comment (a WebSocket queue drops its oldest messages).
+    DropOldest,
 }
 
 #[cfg(test)]

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 
+use crate::config::OverflowPolicy;
 use crate::event::Event;
 use crate::log::{EventLog, FellBehind};
-use crate::registry::{CloseReason, Connection, OverflowPolicy, Queued};
+use crate::registry::{CloseReason, Connection, Queued};
 use crate::stats::Counters;
 use crate::wait::Waiter;
 
@@ -23,9 +24,6 @@ pub(crate) const MAX_BATCH: usize = 64 * 1024;
 
 /// The most buffer a waiting stream keeps for its next write.
 const BUFFER_KEPT: usize = 8 * 1024;
-
-/// How long a connection that wrote a small batch while more events came lets them gather.
-const LINGER: Duration = Duration::from_micros(100);
 
 /// A message for one connection alone ([`SseHandler::send_one`](crate::SseHandler::send_one), a
 /// connect hook's greeting), written once the connection has read the log up to `after`: the head
@@ -54,6 +52,8 @@ pub(crate) trait Pacing {
     fn farewell(&self) -> Event;
     /// What to do when the events a reader has not read yet leave the log.
     fn overflow(&self) -> OverflowPolicy;
+    /// How long to let events gather after a small batch written while more came (a burst).
+    fn linger(&self) -> Duration;
     /// The handler's counters.
     fn counters(&self) -> &Counters;
     /// The target of the stream's log lines, when the handler has its own.
@@ -137,8 +137,9 @@ pub(crate) fn run(
             // After a small batch, let the next events gather for a moment before reading again:
             // in a burst that makes one write of many events instead of one per event, and keeps
             // this thread off the wait list, so the publisher has no one to wake.
-            if small && stream.log.head() > reader.cursor && LINGER > Duration::ZERO {
-                std::thread::park_timeout(LINGER);
+            let linger = pacing.linger();
+            if small && !linger.is_zero() && stream.log.head() > reader.cursor {
+                std::thread::park_timeout(linger);
             }
             continue;
         }
@@ -397,6 +398,9 @@ mod tests {
         }
         fn overflow(&self) -> OverflowPolicy {
             self.overflow
+        }
+        fn linger(&self) -> Duration {
+            Duration::ZERO
         }
         fn counters(&self) -> &Counters {
             &self.counters

@@ -2,8 +2,7 @@
 
 use std::io;
 
-use crate::auth::Rejection;
-use crate::registry::ConnectionId;
+use crate::id::ConnectionId;
 
 /// A `Result` whose error defaults to this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -20,8 +19,10 @@ pub enum Error {
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
 
-    /// A socket operation did not finish in time: the request head did not arrive within the head
-    /// timeout, or a write blocked past the send timeout (a client that stopped reading).
+    /// A socket operation did not finish in time: the request (head or body) did not arrive within the
+    /// request timeout (answered `408`; a connection that sent nothing at all is closed without an
+    /// answer, [`Phase::Idle`]), or a write blocked past the send timeout (a client that stopped
+    /// reading).
     #[error("timed out while {0}")]
     Timeout(Phase),
 
@@ -125,6 +126,11 @@ pub enum Error {
     #[error("close code {0} may not be sent")]
     InvalidCloseCode(u16),
 
+    /// The event log's server (Redis, for a `RedisLog`) could not be reached or
+    /// did not answer in time; nothing was appended. The text says what failed. Answered `503`.
+    #[error("event log unavailable: {0}")]
+    LogUnavailable(String),
+
     /// Serializing event data to JSON failed.
     #[cfg(feature = "json")]
     #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
@@ -144,10 +150,11 @@ impl Error {
             Error::Rejected(rejection) => rejection.status(),
             Error::NotFound(_) => 404,
             Error::MethodNotAllowed { .. } => 405,
+            Error::Timeout(Phase::ReadRequest) => 408,
             Error::BodyTooLarge { .. } => 413,
             Error::HeadTooLarge { .. } => 431,
             Error::Panicked(_) => 500,
-            Error::ShutDown | Error::TooManyConnections { .. } => 503,
+            Error::ShutDown | Error::TooManyConnections { .. } | Error::LogUnavailable(_) => 503,
             #[cfg(feature = "websocket")]
             Error::WebSocketVersion => 426,
             #[cfg(feature = "json")]
@@ -172,6 +179,10 @@ impl Error {
 pub enum Phase {
     /// Reading the request head (or body) from the client.
     ReadRequest,
+    /// Waiting for a request on a connection that has sent nothing yet. Browsers open such
+    /// connections ahead of need; one that times out is closed without an answer, since a `408` on it
+    /// would be read as the answer to the request the browser sends on it next.
+    Idle,
     /// Writing to the client.
     Write,
 }
@@ -180,6 +191,7 @@ impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Phase::ReadRequest => "reading the request",
+            Phase::Idle => "waiting for a request",
             Phase::Write => "writing to the client",
         })
     }
@@ -256,6 +268,54 @@ impl std::fmt::Display for EncodingProblem {
             EncodingProblem::Unterminated => "does not end with a blank line",
             EncodingProblem::SecondEvent => "bytes after the blank line that ends the event",
         })
+    }
+}
+
+/// An authenticator's refusal: the status and message the client gets, and any extra headers
+/// (such as `WWW-Authenticate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    status: u16,
+    message: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Rejection {
+    /// A refusal with any status (it should be a 4xx or 5xx) and a short message for the response body.
+    pub fn new(status: u16, message: impl Into<String>) -> Rejection {
+        Rejection { status, message: message.into(), headers: Vec::new() }
+    }
+
+    /// `401 Unauthorized` with `WWW-Authenticate: Bearer`.
+    pub fn unauthorized(message: impl Into<String>) -> Rejection {
+        Rejection::new(401, message).with_header("WWW-Authenticate", "Bearer")
+    }
+
+    /// `403 Forbidden`.
+    pub fn forbidden(message: impl Into<String>) -> Rejection {
+        Rejection::new(403, message)
+    }
+
+    /// Adds a response header. Header names and values with CR or LF are dropped when the answer is
+    /// written, since they would split the response.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Rejection {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The status the client gets.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The message the client gets in the response body.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The extra response headers.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
     }
 }
 

@@ -12,15 +12,15 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::RwLock;
 
 use crate::auth::{AllowAll, Authenticator};
-use crate::config::{Config, UnknownIdPolicy, is_valid_event_type};
+use crate::config::{Config, OverflowPolicy, UnknownIdPolicy, is_valid_event_type};
 use crate::connection::{self, Pacing, Private, Stream};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::http::{self, Request, Response};
 use crate::log::{EventLog, MemoryLog};
 use crate::registry::{
-    CloseReason, Connection, ConnectionId, ConnectionInfo, ConnectionStats, OverflowPolicy, Push, Queue,
-    QueueLimits, Registry, Replay,
+    CloseReason, Connection, ConnectionId, ConnectionInfo, ConnectionStats, Push, Queue, QueueLimits,
+    Registry, Replay,
 };
 use crate::stats::{Counters, CountingWriter, Stats};
 
@@ -252,6 +252,10 @@ impl Pacing for Shared {
 
     fn overflow(&self) -> OverflowPolicy {
         self.config.overflow
+    }
+
+    fn linger(&self) -> Duration {
+        self.config.linger
     }
 
     fn counters(&self) -> &Counters {

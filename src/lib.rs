@@ -4,19 +4,25 @@
 #![warn(missing_docs)]
 
 mod auth;
+mod busy;
 pub mod client;
 mod config;
 mod connection;
+mod deadline;
 mod error;
 mod event;
+mod fd_limit;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod handler;
 mod health;
 mod http;
+mod id;
 mod log;
 pub mod metrics;
+#[cfg(feature = "redis")]
+mod redis_log;
 mod registry;
 mod server;
 mod stats;
@@ -25,16 +31,21 @@ mod wait;
 #[cfg_attr(docsrs, doc(cfg(feature = "websocket")))]
 pub mod ws;
 
-pub use auth::{AllowAll, Authenticator, BearerToken, Rejection};
-pub use config::{Config, RequestLimits, UnknownIdPolicy};
+pub use auth::{AllowAll, Authenticator, BearerToken};
+pub use config::{Config, OverflowPolicy, UnknownIdPolicy};
 pub use error::EncodingProblem;
-pub use error::{Error, Field, FieldProblem, Phase, Result};
+pub use error::{Error, Field, FieldProblem, Phase, Rejection, Result};
 pub use event::{Event, EventBuilder};
+pub use fd_limit::raise_fd_limit;
 pub use handler::{HandlerBuilder, NewConnection, Sent, SseHandler};
 pub use health::Health;
-pub use http::{Request, Response};
+pub use http::{Request, RequestLimits, Response};
+pub use id::ConnectionId;
 pub use log::{EventLog, FellBehind, MemoryLog};
-pub use registry::{CloseReason, ConnectionId, ConnectionInfo, ConnectionStats, OverflowPolicy, Replay};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis_log::{RedisLog, RedisOptions};
+pub use registry::{CloseReason, ConnectionInfo, ConnectionStats, Replay};
 pub use server::{Server, ServerConfig, ServerHandle, ShutdownReport};
 pub use stats::Stats;
 pub use wait::Waiter;

@@ -14,30 +14,9 @@ use std::time::{Instant, SystemTime};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use crate::config::OverflowPolicy;
 use crate::event::Event;
-
-/// A connection's id: unique within its handler for the life of the process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnectionId(u64);
-
-impl ConnectionId {
-    /// The id as a number.
-    pub fn as_u64(self) -> u64 {
-        self.0
-    }
-}
-
-impl From<u64> for ConnectionId {
-    fn from(id: u64) -> ConnectionId {
-        ConnectionId(id)
-    }
-}
-
-impl std::fmt::Display for ConnectionId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
+pub(crate) use crate::id::ConnectionId;
 
 /// What happened when a client asked to resume from a `Last-Event-ID`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,19 +168,6 @@ impl std::fmt::Display for CloseReason {
             CloseReason::HookPanicked => "the connect hook panicked",
         })
     }
-}
-
-/// What happens when a message does not fit in a connection's queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum OverflowPolicy {
-    /// Drop the connection (the default). An SSE client reconnects and replays what it missed from the
-    /// history, so nothing is lost while the history still covers it.
-    #[default]
-    Disconnect,
-    /// Drop the oldest queued messages to make room. The client stays connected but misses them; an SSE
-    /// stream is told how many with a comment.
-    DropOldest,
 }
 
 /// How much may wait in one connection's queue.

@@ -1,6 +1,8 @@
 //! The built-in blocking server: one accept thread, one OS thread per connection, routes by path.
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -8,19 +10,30 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
 use crate::auth::{AllowAll, Authenticator};
-use crate::config::RequestLimits;
+use crate::busy::{self, TurnedAway};
+use crate::deadline::DeadlineWriter;
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::fd_limit;
 use crate::handler::{SseHandler, answer_error};
+use crate::http::RequestLimits;
 use crate::http::{self, ReadHead, Request, Response};
 #[cfg(feature = "websocket")]
 use crate::ws::WsHandler;
 
 type RouteFn = dyn Fn(&Request) -> Response + Send + Sync;
+
+/// The longest a connection over the limits is given to send its request head.
+const BUSY_HEAD_WAIT: Duration = Duration::from_secs(2);
+/// The send timeout of refusals (a 4xx or 5xx answer).
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// A warning repeated for every connection (a failed `accept`, a connection turned away) is logged at
+/// most once per this interval, with the number held back since.
+const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Settings of the built-in [`Server`]. Every field documents its default.
 ///
@@ -58,6 +71,10 @@ pub struct ServerConfig {
     /// for a stream gets a `200` that only carries a `retry:` hint (any other status would make a
     /// browser's EventSource give up for good) and other requests get `503`; either way without a
     /// thread of its own. Default 10 000.
+    ///
+    /// Each connection holds a file descriptor: when the process's open-file limit cannot hold this
+    /// many (the usual soft limit is 1024), the server serves fewer and logs a warning that says how
+    /// many. [`raise_fd_limit`](crate::raise_fd_limit) raises the limit.
     pub max_connections: usize,
     /// Connections served at once for one client IP address, answered like `max_connections` beyond.
     /// Default `None`: no per-address limit.
@@ -277,24 +294,29 @@ impl Server {
         let addr = self.listener.local_addr()?;
         let shared = Arc::new(ServerShared {
             routes: self.routes,
-            config: self.config,
+            config: within_open_files_limit(self.config),
             stopping: AtomicBool::new(false),
             live: Mutex::new(LiveConnections::default()),
             all_done: Condvar::new(),
             next_connection: AtomicU64::new(1),
         });
-        // Connections over the limits are answered by one thread, in turn, through a bounded queue:
-        // a flood costs one thread and a fixed amount of memory, not a thread per connection.
-        let (busy_sender, busy_queue) = crossbeam_channel::bounded::<(TcpStream, usize)>(64);
+        // Connections over the limits are answered by one thread, through a bounded queue and a
+        // bounded waiting room: a flood costs one thread and a fixed number of sockets.
+        let (busy_sender, busy_queue) = crossbeam_channel::bounded::<TurnedAway>(64);
         let busy_shared = Arc::clone(&shared);
+        let accept_busy = (busy_sender, busy_queue.clone());
         let busy_thread = thread::Builder::new().name("sse-busy".into()).spawn(move || {
-            busy_queue.iter().for_each(|(stream, limit)| answer_busy(&busy_shared, &stream, limit))
+            let limits = &busy_shared.config.request_limits;
+            let answer = |request: Option<&Request>, limit, out: &mut Vec<u8>| {
+                answer_busy(&busy_shared, request, limit, out);
+            };
+            busy::serve(&busy_queue, limits.max_head_bytes, limits.read_timeout.min(BUSY_HEAD_WAIT), &answer);
         })?;
         let listener = self.listener;
         let accept_shared = Arc::clone(&shared);
         let accept_thread = thread::Builder::new()
             .name("sse-accept".into())
-            .spawn(move || accept_loop(&listener, &accept_shared, &busy_sender))?;
+            .spawn(move || accept_loop(&listener, &accept_shared, &accept_busy))?;
         log::info!("listening on http://{addr}");
         Ok(ServerHandle { addr, shared, accept_thread, busy_thread })
     }
@@ -357,7 +379,8 @@ impl ServerHandle {
         shared.stopping.store(true, Ordering::SeqCst);
         wake_accept(self.addr);
         let _ = self.accept_thread.join();
-        // The accept loop dropped the busy queue's sender: the busy thread ends after what is queued.
+        // The accept loop dropped the busy queue's sender: the busy thread answers whoever still
+        // waits, without waiting for them, and ends.
         let _ = self.busy_thread.join();
 
         for (_, endpoint) in &shared.routes {
@@ -504,7 +527,30 @@ fn wake_accept(addr: SocketAddr) {
     let _ = TcpStream::connect_timeout(&target, Duration::from_secs(1));
 }
 
-fn accept_loop(listener: &TcpListener, shared: &Arc<ServerShared>, busy: &Sender<(TcpStream, usize)>) {
+/// `config`, with `max_connections` lowered to what the open-file limit can serve (and a warning).
+fn within_open_files_limit(mut config: ServerConfig) -> ServerConfig {
+    let Some(open_files) = fd_limit::open_files_limit() else { return config };
+    let most = fd_limit::connections_within(open_files);
+    if config.max_connections > most {
+        log::warn!(
+            "max_connections is {} but the open-file limit ({open_files}) allows {most}: serving at most \
+             {most} connections at once (raise the limit with `ulimit -n` or sse_handler::raise_fd_limit)",
+            config.max_connections
+        );
+        config.max_connections = most;
+    }
+    config
+}
+
+/// Accepts, admits and starts a thread per connection; hands those over the limits to the busy
+/// room through `busy`, the room's queue (both ends: a full queue makes its oldest entry give way).
+fn accept_loop(
+    listener: &TcpListener,
+    shared: &Arc<ServerShared>,
+    busy: &(Sender<TurnedAway>, Receiver<TurnedAway>),
+) {
+    let mut backoff = AcceptBackoff::default();
+    let mut turned_away = Throttle::default();
     for incoming in listener.incoming() {
         if shared.stopping.load(Ordering::SeqCst) {
             break;
@@ -512,23 +558,35 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<ServerShared>, busy: &Sender
         let stream = match incoming {
             Ok(stream) => stream,
             Err(err) => {
-                // Out of file descriptors, mostly: back off a little rather than spin.
-                log::warn!("accept failed: {err}");
-                thread::sleep(Duration::from_millis(10));
+                let (pause, warn) = backoff.failed(Instant::now());
+                if let Some(held_back) = warn {
+                    log_safely(|| {
+                        log::warn!(
+                            "accept failed: {err}{}; pausing {pause:?}",
+                            since_last_warning(held_back)
+                        );
+                    });
+                }
+                thread::sleep(pause);
                 continue;
             }
         };
+        backoff.succeeded();
         let number = shared.next_connection.fetch_add(1, Ordering::Relaxed);
         let socket = Arc::new(stream);
         let admitted = shared.live.lock().admit(number, &socket, &shared.config);
         if let Err(limit) = admitted {
-            log::warn!(
-                "connection limit ({limit}) reached; turning away {}",
-                peer_name(socket.peer_addr().ok())
-            );
+            if let Some(held_back) = turned_away.allow(Instant::now()) {
+                let peer = peer_name(socket.peer_addr().ok());
+                log_safely(|| {
+                    log::warn!(
+                        "connection limit ({limit}) reached; turning away {peer}{}",
+                        since_last_warning(held_back)
+                    );
+                });
+            }
             if let Ok(stream) = Arc::try_unwrap(socket) {
-                // A full queue means a flood: close at once rather than queue without end.
-                let _ = busy.try_send((stream, limit));
+                busy::hand_over(&busy.0, &busy.1, TurnedAway { stream, limit });
             }
             continue;
         }
@@ -538,8 +596,8 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<ServerShared>, busy: &Sender
             .name(format!("sse-conn-{number}"))
             .stack_size(shared.config.thread_stack_size)
             .spawn(move || {
-                serve_connection(&thread_shared, thread_socket);
-                thread_shared.connection_done(number);
+                let _slot = Slot { shared: &thread_shared, number };
+                serve_connection(&thread_shared, &thread_socket);
             });
         match spawned {
             Ok(thread) => {
@@ -548,73 +606,167 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<ServerShared>, busy: &Sender
                 }
             }
             Err(err) => {
-                log::warn!("cannot start a connection thread: {err}");
+                log_safely(|| log::warn!("cannot start a connection thread: {err}"));
                 shared.connection_done(number);
             }
         }
     }
 }
 
-/// Answers a connection over the limits, reading its head briefly to know what it asked for.
-fn answer_busy(shared: &ServerShared, stream: &TcpStream, limit: usize) {
-    let limits = RequestLimits { read_timeout: Duration::from_secs(1), ..shared.config.request_limits };
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    if let Ok(head) = http::read_head(stream, &limits) {
-        if let Ok(Endpoint::Stream(handler)) = shared.endpoint_for(&head.request) {
-            handler.answer_busy(&mut &*stream, &head.request);
-            return http::linger_close(stream);
-        }
+fn since_last_warning(held_back: u64) -> String {
+    match held_back {
+        0 => String::new(),
+        n => format!(" ({n} more since the last such warning)"),
     }
-    answer_error(&mut &*stream, &Error::TooManyConnections { limit });
-    http::linger_close(stream);
 }
 
-/// One connection's thread: read the head, route it, serve it.
-fn serve_connection(shared: &ServerShared, socket: Arc<TcpStream>) {
+/// Paces the accept loop while `accept` fails (out of file descriptors, mostly, which fails the same
+/// way until a connection closes), and keeps its warnings to one per [`WARNING_INTERVAL`].
+#[derive(Debug)]
+struct AcceptBackoff {
+    pause: Duration,
+    warnings: Throttle,
+}
+
+impl AcceptBackoff {
+    const FIRST_PAUSE: Duration = Duration::from_millis(10);
+    /// Also the longest a shutdown can wait for the accept loop to see it.
+    const LONGEST_PAUSE: Duration = Duration::from_secs(1);
+
+    /// After a failed `accept`: how long to pause, and whether to warn (with the number of warnings
+    /// held back since the last one).
+    fn failed(&mut self, now: Instant) -> (Duration, Option<u64>) {
+        let pause = self.pause;
+        self.pause = (pause * 2).min(AcceptBackoff::LONGEST_PAUSE);
+        (pause, self.warnings.allow(now))
+    }
+
+    fn succeeded(&mut self) {
+        self.pause = AcceptBackoff::FIRST_PAUSE;
+    }
+}
+
+impl Default for AcceptBackoff {
+    fn default() -> AcceptBackoff {
+        AcceptBackoff { pause: AcceptBackoff::FIRST_PAUSE, warnings: Throttle::default() }
+    }
+}
+
+/// Lets a repeated warning through once per [`WARNING_INTERVAL`], counting those it holds back.
+#[derive(Debug, Default)]
+struct Throttle {
+    last: Option<Instant>,
+    held_back: u64,
+}
+
+impl Throttle {
+    /// `Some(held back since the last one)` if a warning may be logged now.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        if self.last.is_some_and(|last| now.saturating_duration_since(last) < WARNING_INTERVAL) {
+            self.held_back += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held_back))
+    }
+}
+
+/// Logs without letting a panicking logger end the thread that logs.
+fn log_safely(log: impl FnOnce()) {
+    let _ = catch_unwind(AssertUnwindSafe(log));
+}
+
+/// A connection's place in the server's count, given back when its thread ends, however it ends.
+struct Slot<'a> {
+    shared: &'a ServerShared,
+    number: u64,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.shared.connection_done(self.number);
+    }
+}
+
+/// The answer to a connection over the limits: a stream request gets its handler's "come back
+/// later"; anything else, or a head that did not come, `503`.
+fn answer_busy(shared: &ServerShared, request: Option<&Request>, limit: usize, out: &mut Vec<u8>) {
+    if let Some(request) = request {
+        if let Ok(Endpoint::Stream(handler)) = shared.endpoint_for(request) {
+            return handler.answer_busy(out, request);
+        }
+    }
+    answer_error(out, &Error::TooManyConnections { limit });
+}
+
+/// One connection's thread. A panic on the way (an authenticator, a route handler, a logger) costs
+/// this connection only: it is answered `500` unless its answer had begun, and the caller's [`Slot`]
+/// gives its place back.
+fn serve_connection(shared: &ServerShared, socket: &Arc<TcpStream>) {
+    let answer_begun = Cell::new(false);
+    if catch_unwind(AssertUnwindSafe(|| serve_request(shared, socket, &answer_begun))).is_err() {
+        if !answer_begun.get() {
+            let mut out = DeadlineWriter::new(socket, REFUSAL_TIMEOUT);
+            let _ = Response::new(500).with_body("internal server error\n").write_to(&mut out, false);
+        }
+        http::linger_close(socket);
+        let answered = if answer_begun.get() { "closed" } else { "answered 500" };
+        log_safely(|| log::error!("a request from {:?} panicked; {answered}", socket.peer_addr().ok()));
+    }
+}
+
+/// Read the head, route it, serve it.
+fn serve_request(shared: &ServerShared, socket: &Arc<TcpStream>, answer_begun: &Cell<bool>) {
     let _ = socket.set_nodelay(true);
     let limits = &shared.config.request_limits;
-    let head = match http::read_head(&socket, limits) {
+    let refuse_with = |err: &Error| refuse(socket, err, answer_begun);
+    let head = match http::read_head(socket, limits) {
         Ok(head) => head,
         // Shutdown ended this read; say so rather than blame the request.
-        Err(_) if shared.stopping.load(Ordering::SeqCst) => return refuse(&socket, &Error::ShutDown),
-        Err(err) => return refuse(&socket, &err),
+        Err(_) if shared.stopping.load(Ordering::SeqCst) => return refuse_with(&Error::ShutDown),
+        Err(err) => return refuse_with(&err),
     };
     let request = &head.request;
     let endpoint = match shared.endpoint_for(request) {
         Ok(endpoint) => endpoint,
-        Err(err) => return refuse(&socket, &err),
+        Err(err) => return refuse_with(&err),
     };
     let _ = socket.set_write_timeout(Some(shared.config.send_timeout));
     match endpoint {
         Endpoint::Stream(handler) => {
+            // The handler writes when and what it likes: a panic that escapes it cannot be answered.
+            answer_begun.set(true);
             let peer = peer_name(request.peer());
             // The request is handed over, to be freed once the stream is open.
-            match handler.accept_shared(Arc::clone(&socket), head.request) {
+            match handler.accept_shared(Arc::clone(socket), head.request) {
                 Ok(Some(reason)) => log::debug!("{peer}: stream ended: {reason}"),
                 Ok(None) => {}
                 Err(err) => {
                     log::debug!("{peer}: stream refused: {err}");
-                    http::linger_close(&socket);
+                    http::linger_close(socket);
                 }
             }
         }
         Endpoint::Publish { handler, authenticator } => {
-            match publish(handler, authenticator.as_ref(), &socket, &head, limits) {
-                Ok(response) => write_response(&socket, &response, false),
-                Err(err) => refuse(&socket, &err),
+            match publish(handler, authenticator.as_ref(), socket, &head, limits) {
+                Ok(response) => write_response(socket, &response, false, shared, answer_begun),
+                Err(err) => refuse_with(&err),
             }
         }
         #[cfg(feature = "websocket")]
-        Endpoint::WebSocket(handler) => match handler.accept_shared(&socket, request, &head.leftover) {
-            Ok(closed) => log::debug!("{}: websocket ended: {closed}", peer_name(request.peer())),
-            Err(err) => log::debug!("{}: websocket refused: {err}", peer_name(request.peer())),
-        },
+        Endpoint::WebSocket(handler) => {
+            answer_begun.set(true);
+            match handler.accept_shared(socket, request, &head.leftover) {
+                Ok(closed) => log::debug!("{}: websocket ended: {closed}", peer_name(request.peer())),
+                Err(err) => log::debug!("{}: websocket refused: {err}", peer_name(request.peer())),
+            }
+        }
         Endpoint::Plain { respond, .. } => {
             let response = catch_unwind(AssertUnwindSafe(|| respond(request))).unwrap_or_else(|_| {
                 log::error!("the handler for {} {} panicked", request.method(), request.path());
                 Response::new(500).with_body("internal server error\n")
             });
-            write_response(&socket, &response, request.method() == "HEAD");
+            write_response(socket, &response, request.method() == "HEAD", shared, answer_begun);
         }
     }
 }
@@ -626,15 +778,52 @@ fn peer_name(peer: Option<SocketAddr>) -> String {
 }
 
 /// Answers a request that failed, then closes without destroying the answer.
-fn refuse(socket: &TcpStream, err: &Error) {
-    let _ = socket.set_write_timeout(Some(Duration::from_secs(5)));
-    answer_error(&mut &*socket, err);
-    http::linger_close(socket);
+fn refuse(socket: &TcpStream, err: &Error, answer_begun: &Cell<bool>) {
+    answer_error(&mut Answer::new(socket, REFUSAL_TIMEOUT, answer_begun), err);
+    if err.http_status().is_some() {
+        http::linger_close(socket);
+    }
 }
 
-fn write_response(mut socket: &TcpStream, response: &Response, head_only: bool) {
-    if let Err(err) = response.write_to(&mut socket, head_only) {
+fn write_response(
+    socket: &TcpStream,
+    response: &Response,
+    head_only: bool,
+    shared: &ServerShared,
+    answer_begun: &Cell<bool>,
+) {
+    let mut out = Answer::new(socket, shared.config.send_timeout, answer_begun);
+    if let Err(err) = response.write_to(&mut out, head_only) {
         log::debug!("could not write a {} response: {err}", response.status());
+    }
+}
+
+/// The writer of a plain answer: within one deadline, and noting that the answer has begun, after
+/// which a panic can no longer be answered `500`.
+struct Answer<'a> {
+    out: DeadlineWriter<'a>,
+    begun: &'a Cell<bool>,
+}
+
+impl<'a> Answer<'a> {
+    fn new(socket: &'a TcpStream, timeout: Duration, begun: &'a Cell<bool>) -> Answer<'a> {
+        Answer { out: DeadlineWriter::new(socket, timeout), begun }
+    }
+}
+
+impl Write for Answer<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.begun.set(true);
+        self.out.write(bytes)
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.begun.set(true);
+        self.out.write_all(bytes)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 }
 
@@ -647,7 +836,12 @@ fn publish(
     limits: &RequestLimits,
 ) -> Result<Response> {
     let request = &head.request;
-    authenticator.authenticate(request).map_err(|rejection| Error::Rejected(Box::new(rejection)))?;
+    catch_unwind(AssertUnwindSafe(|| authenticator.authenticate(request)))
+        .map_err(|_| {
+            log::error!("the publish authenticator panicked on {} {}", request.method(), request.path());
+            Error::Panicked("the authenticator")
+        })?
+        .map_err(|rejection| Error::Rejected(Box::new(rejection)))?;
     let body = http::read_body(socket, head, limits)?;
     let data = match request.query_value("data") {
         Some(data) => data,
@@ -696,6 +890,30 @@ mod tests {
         assert_eq!(peer_name(Some(SocketAddr::from(([127, 0, 0, 1], 43918)))), "127.0.0.1:43918");
         assert_eq!(peer_name(Some("[::1]:8080".parse().unwrap())), "[::1]:8080");
         assert_eq!(peer_name(None), "an unknown peer");
+    }
+
+    #[test]
+    fn accept_failures_back_off_and_warn_once_per_interval() {
+        // Thirty seconds of an `accept` that always fails (out of file descriptors), in simulated time.
+        let mut backoff = AcceptBackoff::default();
+        let start = Instant::now();
+        let (mut now, mut attempts, mut warnings, mut held_back) = (start, 0, 0, 0);
+        while now < start + Duration::from_secs(30) {
+            attempts += 1;
+            let (pause, warn) = backoff.failed(now);
+            if let Some(count) = warn {
+                warnings += 1;
+                held_back += count;
+            }
+            now += pause;
+        }
+        // A fixed 10 ms pause and a warning each time made 3000 of each.
+        assert!(attempts <= 40, "{attempts} attempts");
+        assert_eq!(warnings, 3, "at 0, 10 and 20 s");
+        let not_yet_told = backoff.warnings.held_back;
+        assert_eq!(warnings + held_back + not_yet_told, attempts, "every failure is counted");
+        backoff.succeeded();
+        assert_eq!(backoff.failed(now).0, AcceptBackoff::FIRST_PAUSE, "a success starts over");
     }
 
     #[test]

@@ -88,12 +88,45 @@ fn a_client_that_sends_its_head_too_slowly_is_dropped() {
     let server = server();
     let mut slow = TcpStream::connect(server.addr).unwrap();
     slow.write_all(b"GET /events HTTP/1.1\r\n").unwrap();
-    // The head never completes; the server drops the connection after its read timeout, no answer.
+    // The head never completes; after its read timeout the server answers 408 and closes.
+    slow.set_read_timeout(Some(TIMEOUT)).unwrap();
     let answer = read_until_close(&mut slow);
-    assert_eq!(answer, "");
+    assert_eq!(status_of(&answer), 408, "{answer}");
     wait_until("the slow connection's thread ends", || {
         server.handle.as_ref().unwrap().connection_count() == 0
     });
+}
+
+#[test]
+fn a_body_that_comes_too_slowly_gets_408() {
+    let server = server();
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    slow.set_read_timeout(Some(TIMEOUT)).unwrap();
+    slow.write_all(b"POST /publish HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc").unwrap();
+    let answer = read_until_close(&mut slow);
+    assert_eq!(status_of(&answer), 408, "{answer}");
+}
+
+#[test]
+fn a_connection_that_sends_nothing_is_closed_without_an_answer() {
+    // Browsers open connections ahead of need: a 408 there would be taken for the answer to the
+    // request they send on it later.
+    let server = server();
+    let mut idle = TcpStream::connect(server.addr).unwrap();
+    idle.set_read_timeout(Some(TIMEOUT)).unwrap();
+    assert_eq!(read_until_close(&mut idle), "");
+}
+
+#[test]
+fn bare_lf_line_ends_are_400() {
+    let server = server();
+    for request in [&b"GET /events HTTP/1.1\nHost: x\n\n"[..], b"GET /events HTTP/1.1\r\nX: a\n\r\n"] {
+        let answer = raw_exchange(server.addr, request);
+        assert_eq!(status_of(&answer), 400, "{:?} -> {answer}", String::from_utf8_lossy(request));
+    }
+    // The same head with CRLF is served.
+    let answer = raw_exchange(server.addr, b"POST /publish?data=x HTTP/1.1\r\nX: a\r\n\r\n");
+    assert_eq!(status_of(&answer), 200, "{answer}");
 }
 
 #[test]

@@ -112,11 +112,12 @@ fn a_head_that_cannot_be_read_is_answered_as_serve_answers_it() {
     assert!(answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "{answer}");
     assert!(matches!(next_outcome(&outcome), Routed::Unread(Error::HeadTooLarge { limit: 256 })));
 
-    // A head that never completes: dropped at the read timeout, without an answer.
+    // A head that never completes: answered 408 at the read timeout.
     let mut slow = TcpStream::connect(addr).unwrap();
     slow.write_all(b"GET /events HTTP/1.1\r\n").unwrap();
     slow.set_read_timeout(Some(TIMEOUT)).unwrap();
-    assert_eq!(read_until_close(&mut slow), "");
+    let answer = read_until_close(&mut slow);
+    assert!(answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{answer}");
     assert!(matches!(next_outcome(&outcome), Routed::Unread(Error::Timeout(Phase::ReadRequest))));
     assert_eq!(handler.connection_count(), 0);
 }

@@ -208,8 +208,33 @@ fn a_slow_client_is_dropped_when_its_queue_is_full() {
 }
 
 #[test]
+fn a_slow_client_is_dropped_when_its_queue_holds_too_many_bytes() {
+    // The count bound (1024) would let all of it in; the byte bound (1 MiB) does not.
+    let server = start(WsConfig::default().queue_max_bytes(1 << 20).send_timeout(Duration::from_secs(120)));
+    let stalled = open(server.addr); // never read
+    wait_until("registered", || server.handler.connection_count() == 1);
+    let id = server.handler.connection_ids()[0];
+    let payload = vec![7u8; 256 * 1024];
+    let mut sent = 0;
+    // Loopback socket buffers take a few MiB before the queue begins to fill; 50 MiB is far more.
+    let refused = loop {
+        assert!(sent < 200, "the stalled client was never dropped");
+        match server.handler.send_one(id, payload.clone()) {
+            Ok(()) => sent += 1,
+            Err(err) => break err,
+        }
+    };
+    assert!(matches!(refused, sse_handler::Error::QueueFull(_)), "{refused:?}");
+    assert_eq!(server.handler.slow_client_drops(), 1);
+    drop(stalled);
+    assert_eq!(server.next_close().cause, CloseCause::SlowClient);
+}
+
+#[test]
 fn a_client_that_stops_reading_hits_the_send_timeout() {
-    let server = start(WsConfig::default().queue_capacity(100_000).send_timeout(Duration::from_millis(200)));
+    // A queue large enough for everything sent, so that only the send timeout can end the client.
+    let config = WsConfig::default().queue_capacity(100_000).queue_max_bytes(64 << 20);
+    let server = start(config.send_timeout(Duration::from_millis(200)));
     let _stalled = open(server.addr);
     wait_until("registered", || server.handler.connection_count() == 1);
     let id = server.handler.connection_ids()[0];

@@ -110,6 +110,85 @@ fn origins_are_checked_by_policy() {
     assert_eq!(status_of(&answer), 403, "{answer}");
 }
 
+/// The status a handshake from a page on `origin` gets, sent to the host the browser thinks it
+/// reaches (`host`). The connection is dropped after the answer's head.
+fn status_from_page(addr: std::net::SocketAddr, host: &str, origin: &str) -> u16 {
+    let request = handshake_request("/ws", &format!("Origin: {origin}\r\n"))
+        .replace("Host: localhost\r\n", &format!("Host: {host}\r\n"));
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    status_of(&read_head(&mut stream))
+}
+
+#[test]
+fn an_origin_list_refuses_foreign_and_rebinding_pages() {
+    let server =
+        start(WsConfig::default().origins(OriginPolicy::Only(vec!["https://app.example:8443".into()])));
+    let status = |host: &str, origin: &str| status_from_page(server.addr, host, origin);
+    // Listed: accepted, whatever the case of its scheme and host.
+    assert_eq!(status("localhost", "https://app.example:8443"), 101);
+    assert_eq!(status("localhost", "HTTPS://App.Example:8443"), 101);
+    // A foreign page, or the listed host with another scheme or port: 403.
+    for origin in ["https://evil.example", "http://app.example:8443", "https://app.example", "null"] {
+        assert_eq!(status("localhost", origin), 403, "{origin}");
+    }
+    // DNS rebinding: the attacker's name now resolves to this server, so the browser sends that name
+    // as both Host and Origin. Comparing the two lets it through; the list does not.
+    let rebinding = ("attacker.example:8080", "http://attacker.example:8080");
+    assert_eq!(status(rebinding.0, rebinding.1), 403);
+    let same_host = start(WsConfig::default());
+    assert_eq!(status_from_page(same_host.addr, rebinding.0, rebinding.1), 101, "same-host cannot tell");
+}
+
+#[test]
+fn the_same_host_default_checks_scheme_host_and_port() {
+    let server = start(WsConfig::default());
+    let status = |host: &str, origin: &str| status_from_page(server.addr, host, origin);
+    for origin in ["http://localhost", "https://localhost", "HTTP://LocalHost"] {
+        assert_eq!(status("localhost", origin), 101, "{origin}");
+    }
+    // A port that is the scheme's default is the same origin, written or not.
+    assert_eq!(status("localhost:80", "http://localhost"), 101);
+    assert_eq!(status("localhost", "https://localhost:443"), 101);
+    assert_eq!(status("localhost:8080", "http://localhost:8080"), 101);
+    // Not a web page's origin, not this host, or not this port: 403.
+    for origin in [
+        "ftp://localhost",
+        "file://localhost",
+        "localhost",
+        "http://localhost/",
+        "http://user@localhost",
+        "http://localhost:8080",
+        "http://localhost.evil.example",
+        "null",
+    ] {
+        assert_eq!(status("localhost", origin), 403, "{origin}");
+    }
+    assert_eq!(status("localhost:8080", "http://localhost"), 403);
+}
+
+#[test]
+fn listed_origins_are_checked_when_the_handler_is_built() {
+    for bad in [
+        "https://app.example/",
+        "https://app.example/path",
+        "app.example",
+        "https://",
+        "https://app.example:99999",
+        "https://user@app.example",
+        "null",
+        "*",
+    ] {
+        let config = WsConfig::default().origins(OriginPolicy::Only(vec![bad.into()]));
+        assert!(WsHandler::builder(config).build().is_err(), "{bad:?} was accepted");
+    }
+    // The scheme's default port is the same origin as none: browsers leave it out of `Origin`.
+    let server =
+        start(WsConfig::default().origins(OriginPolicy::Only(vec!["https://app.example:443".into()])));
+    assert_eq!(status_from_page(server.addr, "localhost", "https://app.example"), 101);
+}
+
 #[test]
 fn the_application_chooses_the_subprotocol() {
     let server = start_with(

@@ -1,6 +1,7 @@
 #![no_main]
-//! The request reader on arbitrary bytes: the head parser, fed as the server feeds it (a growing
-//! buffer, never past the limit, parsed after each read), then the body reader on what follows.
+//! The request reader on arbitrary bytes: the head parser on every prefix of a growing buffer (never
+//! past the limit; the server parses only some of them, once the end of the head can be there, so
+//! each must give the answer the whole would), then the body reader on what follows.
 //!
 //! Checked: no panic; a head is reported only within the input and the limit, and parses the same on
 //! its own; reading in pieces ends exactly as reading at once; every refusal is a 400, 413 or 431; a

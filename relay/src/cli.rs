@@ -15,7 +15,8 @@ use clap::{Parser, ValueEnum};
 #[command(after_help = "\
 Endpoints:
   GET  /events   the stream; ?event=a&event=b for those types only; resumes from Last-Event-ID
-  POST /publish  ?event=&data=&id=&retry= (or the body as data); with --token, needs Authorization: Bearer
+  POST /publish  ?event=&data=&id=&retry= (or the body as data); with --token, needs Authorization: Bearer;
+                 without it, refused (403) when sent by a web page of another origin
   GET  /         the live page
   GET  /healthz  200 `ok` while the relay can publish; 503 and the reason when it cannot (no token needed)
   GET  /metrics  with --metrics: Prometheus text format; with --token, needs Authorization: Bearer
@@ -47,7 +48,10 @@ pub(crate) struct Args {
     #[arg(long, value_name = "ORIGIN")]
     pub(crate) allow_origin: Option<String>,
 
-    /// Require `Authorization: Bearer TOKEN` to publish with POST (subscribing stays open).
+    /// Require `Authorization: Bearer TOKEN` to publish with POST (subscribing stays open). Without a
+    /// token anyone who reaches the relay may publish, except web pages of other origins: a POST whose
+    /// `Origin` is neither the relay's own (its page at `/`) nor --allow-origin gets 403, so that a page
+    /// elsewhere cannot publish through its visitors' browsers.
     #[arg(long, value_name = "TOKEN", env = "SSE_RELAY_TOKEN", hide_env_values = true, value_parser = non_empty)]
     pub(crate) token: Option<String>,
 
@@ -79,9 +83,15 @@ pub(crate) struct Args {
 
     /// Serve at most this many connections at once. Beyond it, a stream request gets 200 with only a
     /// `retry:` hint (--retry), then the end of the stream, so browsers come back later rather than give
-    /// up; other requests get 503.
+    /// up; other requests get 503. The relay raises its open-file limit to the hard limit at start;
+    /// when even that cannot hold N connections, it serves fewer and says so in its log.
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) max_connections: u64,
+
+    /// Serve at most this many connections at once for one client address; more are turned away as
+    /// over --max-connections. Default: no limit per address.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_connections_per_ip: Option<u64>,
 
     /// Serve `GET /metrics`: connections, events, bytes, replays, slow clients and heartbeats in the
     /// Prometheus text format. With --token, it needs the same `Authorization: Bearer TOKEN` as
@@ -130,6 +140,7 @@ mod tests {
         assert_eq!(args.max_connections, 10_000);
         assert!(args.token.is_none() && args.allow_origin.is_none() && args.max_stream_secs.is_none());
         assert!(!args.metrics, "metrics are off unless asked for");
+        assert!(args.max_connections_per_ip.is_none());
     }
 
     #[test]
@@ -145,6 +156,7 @@ mod tests {
         for args in [
             &["sse-relay", "--history", "0"][..],
             &["sse-relay", "--max-connections", "0"],
+            &["sse-relay", "--max-connections-per-ip", "0"],
             &["sse-relay", "--token", ""],
             &["sse-relay", "--on-eof", "later"],
             &["sse-relay", "--log-level", "loud"],

@@ -4,6 +4,7 @@
 mod cli;
 mod input;
 mod monitoring;
+mod origin;
 mod page;
 mod relay;
 

@@ -14,6 +14,7 @@ use sse_handler::{BearerToken, Config, Event, Response, Server, ServerConfig, Se
 use crate::cli::{Args, OnEof};
 use crate::input::{self, LineFormat};
 use crate::monitoring;
+use crate::origin::SameOriginOnly;
 use crate::page::{self, PageSettings};
 
 /// Why the relay stops.
@@ -30,6 +31,7 @@ enum Stop {
 /// A configuration the library refuses, an address that cannot be bound, or a thread that cannot be
 /// started; all before the relay announces itself.
 pub(crate) fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    raise_fd_limit();
     let handler = SseHandler::new(handler_config(args))?;
     let format = LineFormat { json: args.json, default_type: args.event.clone() };
     // Check the stdin event type once now, rather than on every line.
@@ -86,11 +88,16 @@ fn serve(args: &Args, handler: &SseHandler) -> sse_handler::Result<ServerHandle>
         open_publish: args.token.is_none(),
     };
     let page = page::render(&settings);
-    let server_config = ServerConfig::default().max_connections(saturating_usize(args.max_connections));
+    let mut server_config = ServerConfig::default().max_connections(saturating_usize(args.max_connections));
+    if let Some(per_ip) = args.max_connections_per_ip {
+        server_config = server_config.max_connections_per_ip(saturating_usize(per_ip));
+    }
     let server = Server::bind(&args.listen)?.config(server_config).stream("/events", handler);
     let server = match &args.token {
         Some(token) => server.publish_with("/publish", handler, BearerToken::new(token)),
-        None => server.publish("/publish", handler),
+        None => {
+            server.publish_with("/publish", handler, SameOriginOnly { allowed: args.allow_origin.clone() })
+        }
     };
     let server = server.get("/", move |_request| Response::html(page.clone()));
     monitor(server, args, handler).spawn()
@@ -106,6 +113,16 @@ fn monitor(server: Server, args: &Args, handler: &SseHandler) -> Server {
     let metrics = handler.clone();
     let guard = args.token.as_ref().map(BearerToken::new);
     server.get("/metrics", move |request| monitoring::metrics(&metrics, guard.as_ref(), request))
+}
+
+/// Each connection holds a file descriptor: the usual soft limit of 1024 would cap the relay far below
+/// --max-connections, and the hard limit is usually much higher.
+fn raise_fd_limit() {
+    match sse_handler::raise_fd_limit() {
+        Ok(Some(limit)) => log::debug!("open-file limit: {limit}"),
+        Ok(None) => {}
+        Err(err) => log::warn!("cannot raise the open-file limit: {err}"),
+    }
 }
 
 /// The one line scripts wait for, on standard output.

@@ -95,6 +95,54 @@ fn max_connections_turns_away_the_extra_client() {
 }
 
 #[test]
+fn max_connections_per_ip_turns_away_a_second_connection_from_one_address() {
+    let relay = Relay::start(&["--max-connections-per-ip", "1"]);
+    let _only = relay.subscribe("/events", &[]);
+    let (status, _, body) = relay.request("GET", "/events", &[], None);
+    assert_eq!(status, 200);
+    assert!(body.starts_with("retry: "), "{body:?}");
+    assert_eq!(relay.request("GET", "/", &[], None).0, 503);
+}
+
+#[test]
+fn without_a_token_pages_of_other_origins_cannot_publish() {
+    let relay = Relay::start(&[]);
+    let mut stream = relay.subscribe("/events", &[]);
+    // What a page elsewhere can make its visitor's browser send without asking first.
+    let evil = [("Origin", "http://evil.test"), ("Content-Type", "text/plain")];
+    let (status, answer) = relay.publish("", &evil, Some(b"forged"));
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(relay.publish("", &[("Origin", "null")], Some(b"sandboxed")).0, 403);
+    // The relay's own page, and clients that are not pages at all, publish as before.
+    let own = format!("http://{}", relay.addr);
+    assert_eq!(relay.publish("", &[("Origin", own.as_str())], Some(b"from the page")).0, 200);
+    assert_eq!(relay.publish("?data=from%20curl", &[], None).0, 200);
+    let expected = triples(&[("1", "message", "from the page"), ("2", "message", "from curl")]);
+    assert_eq!(relay.take_events(stream.events(), 2), expected, "nothing forged was published");
+}
+
+#[test]
+fn allow_origin_and_a_token_let_other_origins_publish() {
+    let relay = Relay::start(&["--allow-origin", "http://app.test"]);
+    assert_eq!(relay.publish("?data=a", &[("Origin", "http://app.test")], None).0, 200);
+    assert_eq!(relay.publish("?data=b", &[("Origin", "http://evil.test")], None).0, 403);
+    let relay = Relay::start(&["--token", "s3cret"]);
+    let with_token = [("Origin", "http://elsewhere.test"), ("Authorization", "Bearer s3cret")];
+    assert_eq!(relay.publish("?data=c", &with_token, None).0, 200, "the token is the proof");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_relay_raises_its_open_file_limit_to_the_hard_one() {
+    let relay = Relay::start_with_open_file_limit(256, &[]);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", relay.pid())).unwrap();
+    let open_files = limits.lines().find(|line| line.starts_with("Max open files")).unwrap();
+    let numbers: Vec<&str> = open_files.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers[0], numbers[1], "soft and hard: {open_files}");
+    assert_ne!(numbers[0], "256", "{open_files}");
+}
+
+#[test]
 fn a_client_that_falls_off_the_history_is_dropped() {
     let relay = Relay::start(&["--history", "4"]);
     let mut stalled = relay.subscribe("/events", &[]);

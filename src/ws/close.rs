@@ -18,7 +18,7 @@ pub enum CloseCause {
     ClientGone,
     /// A write blocked longer than the send timeout: the client stopped reading.
     SendTimeout,
-    /// The client fell `queue_capacity` messages behind and was dropped.
+    /// The client fell `queue_capacity` messages or `queue_max_bytes` bytes behind and was dropped.
     SlowClient,
     /// [`WsHandler::stop_one`](super::WsHandler::stop_one) closed it, with the code in [`Closed`].
     Stopped,

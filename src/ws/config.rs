@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use crate::config::RequestLimits;
+use super::handshake::Origin;
 use crate::error::{Error, Result};
+use crate::http::RequestLimits;
 use crate::http::is_valid_header;
 
 /// Which browser pages may open a connection, judged by the `Origin` header they send.
@@ -11,16 +12,28 @@ use crate::http::is_valid_header;
 /// Browsers apply no CORS to WebSocket: any page the user visits may try to connect with the user's
 /// cookies. Clients that are not browsers send no `Origin` and are not judged by this (the
 /// authenticator is there for them). A refused origin is answered `403`.
+///
+/// The default, [`SameHost`](OriginPolicy::SameHost), needs no configuration and refuses the pages of
+/// every other site, but it trusts the `Host` header, and under DNS rebinding that header is the
+/// attacker's: a page on the attacker's name, which the attacker then points at this server, sends
+/// that name as `Host` and as `Origin` alike. A server that browsers reach by name, or one on a
+/// private network or on localhost, should list its origins with [`Only`](OriginPolicy::Only).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum OriginPolicy {
-    /// Only pages served from the host the client asked for: the `Origin`'s host and port equal the
-    /// `Host` header. The default.
+    /// Only web pages served from the host the client asked for: an `http` or `https` origin whose
+    /// host and port are the `Host` header's (a port left out is the scheme's default). The default,
+    /// because it works out of the box for pages the server itself serves, under whatever name it is
+    /// reached by. It cannot tell DNS rebinding (see above).
     #[default]
     SameHost,
     /// Any page.
     Any,
-    /// Only these exact origins (`"https://app.example.com"`), compared ASCII case-insensitively.
+    /// Only these origins, each exactly `scheme://host[:port]` as browsers send them
+    /// (`"https://app.example.com"`, `"http://localhost:8080"`): no path, no trailing slash. Scheme
+    /// and host are compared ASCII case-insensitively, and a scheme's default port written out is the
+    /// same origin as none. Refuses DNS rebinding. Each entry is checked by
+    /// [`WsConfig::validate`].
     Only(Vec<String>),
 }
 
@@ -53,6 +66,11 @@ pub struct WsConfig {
     /// Messages that may wait in one connection's outbound queue. When a client falls this far
     /// behind, it is disconnected, as on the SSE side. Default 1024.
     pub queue_capacity: usize,
+    /// Bytes of messages (as frames) that may wait in one connection's outbound queue; one message is
+    /// always let in, however large. A client that falls this far behind is disconnected, as for
+    /// [`queue_capacity`](WsConfig::queue_capacity): without it, an echo of large messages to a
+    /// client that reads none of them would hold `queue_capacity` of them. Default 4 MiB.
+    pub queue_max_bytes: usize,
     /// The largest frame payload a client may send; a larger one closes the connection with 1009.
     /// Default 1 MiB.
     pub max_frame_size: usize,
@@ -75,6 +93,7 @@ impl Default for WsConfig {
             send_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(3),
             queue_capacity: 1024,
+            queue_max_bytes: 4 * 1024 * 1024,
             max_frame_size: 1 << 20,
             max_message_size: 1 << 20,
             origins: OriginPolicy::SameHost,
@@ -115,6 +134,12 @@ impl WsConfig {
         self
     }
 
+    /// Sets [`WsConfig::queue_max_bytes`].
+    pub fn queue_max_bytes(mut self, bytes: usize) -> WsConfig {
+        self.queue_max_bytes = bytes;
+        self
+    }
+
     /// Sets [`WsConfig::max_frame_size`].
     pub fn max_frame_size(mut self, bytes: usize) -> WsConfig {
         self.max_frame_size = bytes;
@@ -148,7 +173,8 @@ impl WsConfig {
     /// Checks that every value is in range.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a zero duration or capacity, or an invalid extra header.
+    /// [`Error::InvalidConfig`] for a zero duration, capacity or size, an allowed origin that is not
+    /// `scheme://host[:port]`, or an invalid extra header.
     pub fn validate(&self) -> Result<()> {
         let durations = [
             ("heartbeat", self.heartbeat),
@@ -159,13 +185,21 @@ impl WsConfig {
         if let Some((name, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
             return Err(Error::InvalidConfig(format!("{name} must be more than zero")));
         }
-        if self.queue_capacity == 0 {
-            return Err(Error::InvalidConfig("queue_capacity must be at least 1".into()));
+        if self.queue_capacity == 0 || self.queue_max_bytes == 0 {
+            return Err(Error::InvalidConfig("queue_capacity and queue_max_bytes must be at least 1".into()));
         }
         if self.max_frame_size == 0 || self.max_message_size == 0 {
             return Err(Error::InvalidConfig(
                 "max_frame_size and max_message_size must be at least 1".into(),
             ));
+        }
+        if let OriginPolicy::Only(origins) = &self.origins {
+            if let Some(bad) = origins.iter().find(|origin| Origin::parse(origin).is_none()) {
+                return Err(Error::InvalidConfig(format!(
+                    "allowed origin {bad:?} is not scheme://host[:port] as browsers send it \
+                     (no path, no trailing slash)"
+                )));
+            }
         }
         if let Some((name, _)) = self.headers.iter().find(|(name, value)| !is_valid_header(name, value)) {
             return Err(Error::InvalidConfig(format!("header {name:?} is not a valid HTTP header")));
@@ -184,7 +218,11 @@ mod tests {
         assert!(WsConfig::default().heartbeat(Duration::ZERO).validate().is_err());
         assert!(WsConfig::default().pong_timeout(Duration::ZERO).validate().is_err());
         assert!(WsConfig::default().queue_capacity(0).validate().is_err());
+        assert!(WsConfig::default().queue_max_bytes(0).validate().is_err());
         assert!(WsConfig::default().max_message_size(0).validate().is_err());
         assert!(WsConfig::default().header("Bad Name", "v").validate().is_err());
+        let listing = |origin: &str| WsConfig::default().origins(OriginPolicy::Only(vec![origin.into()]));
+        assert!(listing("https://app.example:8443").validate().is_ok());
+        assert!(listing("https://app.example/").validate().is_err());
     }
 }

@@ -10,13 +10,14 @@
 //! The writer owns the closing handshake and decides how the connection ended; when it is done it
 //! shuts the socket down, which ends the reader's blocking read.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, never, select_biased};
+use parking_lot::Mutex;
 
 use super::close::{CloseCause, Closed, NO_STATUS};
 use super::frame::{self, OpCode, ReadError, Violation};
@@ -42,11 +43,13 @@ impl Queued for Outbound {
     }
 }
 
-/// What the reader tells the writer.
+/// What the reader tells the writer. At most one of each kind is ever waiting: a ping to answer (its
+/// payload waits in [`Liveness`], where a newer one replaces it), the answer to our ping, and the
+/// reader's last word; so the queue stays this short however fast the client sends.
 #[derive(Debug)]
 pub(crate) enum Control {
-    /// Answer this ping.
-    Pong(Vec<u8>),
+    /// Answer the latest ping (its payload waits in [`Liveness`]).
+    Pong,
     /// The client answered our ping: the writer, asleep until the pong deadline, recomputes it.
     PongReceived,
     /// The client sent a close frame (with its code and reason, if any); the reader has stopped.
@@ -59,17 +62,50 @@ pub(crate) enum Control {
     ReadEnded,
 }
 
-/// When the client was last heard from, shared by the reader (which records it) and the writer (whose
-/// heartbeat depends on it).
+/// The room the control queue needs: one of each kind of [`Control`] that can wait at once. It is
+/// bounded all the same, so that a mistake in that count would slow a reader down, not grow memory.
+pub(crate) const CONTROL_CAPACITY: usize = 4;
+
+/// The pings and pongs between the reader and the writer: when the client was last heard from (the
+/// writer's heartbeat depends on it), whether our ping awaits its pong, and the client's latest ping
+/// that the writer has not answered yet.
 #[derive(Debug)]
 pub(crate) struct Liveness {
     started: Instant,
     heard_nanos: AtomicU64,
+    ping_unanswered: AtomicBool,
+    latest_ping: Mutex<Option<Vec<u8>>>,
 }
 
 impl Liveness {
     pub(crate) fn new() -> Liveness {
-        Liveness { started: Instant::now(), heard_nanos: AtomicU64::new(0) }
+        Liveness {
+            started: Instant::now(),
+            heard_nanos: AtomicU64::new(0),
+            ping_unanswered: AtomicBool::new(false),
+            latest_ping: Mutex::new(None),
+        }
+    }
+
+    /// Keeps the payload of a ping to answer, in place of an older one still unanswered: only the
+    /// latest is answered (RFC 6455 §5.5.3). True when none was waiting, so the writer is to be told.
+    fn ping_to_answer(&self, payload: Vec<u8>) -> bool {
+        self.latest_ping.lock().replace(payload).is_none()
+    }
+
+    /// The payload of the latest ping, for its pong.
+    fn take_ping(&self) -> Option<Vec<u8>> {
+        self.latest_ping.lock().take()
+    }
+
+    /// The writer is sending a ping: the next pong answers it.
+    fn ping_sent(&self) {
+        self.ping_unanswered.store(true, Ordering::Release);
+    }
+
+    /// A pong came: whether it answers our ping (false for an unsolicited one, or a second answer).
+    fn pong_answers_ping(&self) -> bool {
+        self.ping_unanswered.swap(false, Ordering::AcqRel)
     }
 
     fn heard(&self) {
@@ -105,13 +141,15 @@ pub(crate) fn read_loop<R: Read>(
                     break Control::HookPanicked;
                 }
             }
+            // A client that pings faster than the pongs can be written (one that never reads, say)
+            // costs one waiting payload, not a queue of pongs.
             Incoming::Ping(payload) => {
-                if control.send(Control::Pong(payload)).is_err() {
+                if liveness.ping_to_answer(payload) && control.send(Control::Pong).is_err() {
                     return;
                 }
             }
             Incoming::Pong(_) => {
-                if control.send(Control::PongReceived).is_err() {
+                if liveness.pong_answers_ping() && control.send(Control::PongReceived).is_err() {
                     return;
                 }
             }
@@ -136,8 +174,14 @@ enum Due {
     CloseTimeout,
 }
 
-/// Frames taken from the queue in one go are written with one system call, up to this many.
+/// The most frames taken from the queue in one go.
 const MAX_BATCH: usize = 64;
+
+/// The most bytes of frames taken from the queue in one go, and gathered into one write. What the
+/// writer has taken no longer counts against the queue's byte bound, so it takes no more than this
+/// (plus one frame): a client that stops reading then holds at most this much in a blocked write
+/// besides its queue. A frame this large or larger is written from its shared bytes, never copied.
+const MAX_GATHER: usize = 64 * 1024;
 
 /// The writer: every byte that goes to the client, and the decision of how the connection ended.
 pub(crate) struct Writer {
@@ -179,8 +223,11 @@ impl Writer {
             // Control first: a pong or a close answer goes before data queued at the same moment.
             let step = select_biased! {
                 recv(control) -> message => match message {
-                    Ok(Control::Pong(payload)) if closing.is_none() => self.send_frame(OpCode::Pong, &payload),
-                    Ok(Control::Pong(_) | Control::PongReceived) => Ok(()),
+                    Ok(Control::Pong) => match (self.liveness.take_ping(), &closing) {
+                        (Some(payload), None) => self.send_frame(OpCode::Pong, &payload),
+                        _ => Ok(()),
+                    },
+                    Ok(Control::PongReceived) => Ok(()),
                     Ok(Control::PeerClosed(frame)) => Err(self.peer_closed(frame, closing.take())),
                     Ok(Control::Violation(violation)) => Err(self.fail(violation, closing.take())),
                     Ok(Control::HookPanicked) => Err(self.hook_panicked(closing.take())),
@@ -242,6 +289,7 @@ impl Writer {
             Due::Ping => {
                 // Taken before the write: a quick pong may be read before the write even returns.
                 let sent_at = Instant::now();
+                self.liveness.ping_sent();
                 self.send_frame(OpCode::Ping, b"")?;
                 *ping_sent = Some(sent_at);
                 Ok(())
@@ -249,28 +297,26 @@ impl Writer {
         }
     }
 
-    /// Writes what the application queued: consecutive messages in one write, then a close frame if
-    /// one follows them.
+    /// Writes what the application queued: consecutive messages, up to [`MAX_GATHER`] bytes of them
+    /// (see [`write_frames`]), then a close frame if one follows them.
     fn outbound(&mut self, item: Outbound, closing: &mut Option<(Instant, Closed)>) -> Step {
         let mut frames = Vec::new();
+        let mut bytes = 0;
         let mut close = None;
-        match item {
-            Outbound::Frame(bytes) => frames.push(bytes),
-            Outbound::Close { frame, cause } => close = Some((frame, cause)),
-        }
-        while close.is_none() && !frames.is_empty() && frames.len() < MAX_BATCH {
-            match self.data.try_recv() {
-                Ok(Outbound::Frame(bytes)) => frames.push(bytes),
-                Ok(Outbound::Close { frame, cause }) => close = Some((frame, cause)),
-                Err(_) => break,
+        let mut next = Some(item);
+        while let Some(item) = next.take() {
+            match item {
+                Outbound::Frame(frame) => {
+                    bytes += frame.len();
+                    frames.push(frame);
+                }
+                Outbound::Close { frame, cause } => close = Some((frame, cause)),
+            }
+            if close.is_none() && bytes < MAX_GATHER && frames.len() < MAX_BATCH {
+                next = self.data.try_recv().ok();
             }
         }
-        for bytes in &frames {
-            self.connection.taken(bytes.len());
-        }
-        if close.is_some() {
-            self.connection.taken(0);
-        }
+        self.connection.taken_many(frames.len() + usize::from(close.is_some()), bytes);
         if self.connection.close_reason() == Some(&CloseReason::SlowClient) {
             // No point writing a backlog to a client that cannot keep up.
             return Err(Closed::abnormal(CloseCause::SlowClient));
@@ -279,11 +325,8 @@ impl Writer {
             // Nothing goes out after our close frame (RFC 6455 §5.5.1).
             return Ok(());
         }
-        match frames.as_slice() {
-            [] => {}
-            [one] => self.write(one)?,
-            many => self.write(&many.concat())?,
-        }
+        let written = write_frames(&mut self.socket, &frames);
+        self.check_written(written)?;
         if let Some((frame, cause)) = close {
             self.send_close(Some(&frame))?;
             let closed = Closed::new(cause, frame.code, frame.reason);
@@ -400,7 +443,12 @@ impl Writer {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Step {
-        self.socket.write_all(bytes).map_err(|err| {
+        let written = self.socket.write_all(bytes);
+        self.check_written(written)
+    }
+
+    fn check_written(&self, written: io::Result<()>) -> Step {
+        written.map_err(|err| {
             // A write blocked on a client already dropped as slow fails when the client goes: it
             // ended as a slow client all the same.
             match self.connection.close_reason() {
@@ -408,5 +456,104 @@ impl Writer {
                 _ => Closed::write_failed(&err),
             }
         })
+    }
+}
+
+/// Writes `frames` in order, never copying a large one: frames smaller than [`MAX_GATHER`] are
+/// gathered into writes of at most that many bytes, a larger one is written from its shared bytes.
+fn write_frames(out: &mut impl Write, frames: &[Arc<[u8]>]) -> io::Result<()> {
+    if let [one] = frames {
+        return out.write_all(one);
+    }
+    let mut gathered = Vec::new();
+    for frame in frames {
+        if !gathered.is_empty() && gathered.len() + frame.len() > MAX_GATHER {
+            out.write_all(&gathered)?;
+            gathered.clear();
+        }
+        if frame.len() >= MAX_GATHER {
+            out.write_all(frame)?;
+        } else {
+            gathered.extend_from_slice(frame);
+        }
+    }
+    if gathered.is_empty() { Ok(()) } else { out.write_all(&gathered) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::frame::Role;
+    use crate::ws::message::Limits;
+
+    /// The reader's loop over `input` (masked client frames, then the end of the input); returns what
+    /// it left on the control queue for the writer.
+    fn read_all(input: &[u8], liveness: &Liveness) -> Vec<Control> {
+        let limits = Limits { max_frame: 1024, max_message: 1024 };
+        let (control, queued) = crossbeam_channel::unbounded();
+        read_loop(MessageReader::new(input, Role::Server, limits), &control, liveness, |_| true);
+        queued.try_iter().collect()
+    }
+
+    fn client_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        frame::encode(true, opcode, payload, Some([1, 2, 3, 4]))
+    }
+
+    /// Records each write: where its bytes were, how many, and all bytes in order.
+    #[derive(Default)]
+    struct Recorder {
+        writes: Vec<(*const u8, usize)>,
+        bytes: Vec<u8>,
+    }
+
+    impl Write for Recorder {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.writes.push((buf.as_ptr(), buf.len()));
+            self.bytes.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn frames_are_written_in_bounded_pieces_and_a_large_one_is_not_copied() {
+        let small: Vec<Arc<[u8]>> = (0..60u8).map(|i| vec![i; 3000].into()).collect();
+        let large: Arc<[u8]> = vec![0xAB; 200_000].into();
+        let mut frames = small[..30].to_vec();
+        frames.push(Arc::clone(&large));
+        frames.extend_from_slice(&small[30..]);
+        let mut out = Recorder::default();
+        write_frames(&mut out, &frames).unwrap();
+        assert_eq!(out.bytes, frames.concat());
+        assert!(
+            out.writes.contains(&(large.as_ptr(), large.len())),
+            "the large frame is written from its own bytes"
+        );
+        let gathered: Vec<usize> = out.writes.iter().map(|w| w.1).filter(|&len| len != large.len()).collect();
+        assert!(gathered.iter().all(|&len| len <= MAX_GATHER), "{gathered:?}");
+        assert!(gathered.len() <= 4, "small frames are gathered: {gathered:?}");
+    }
+
+    #[test]
+    fn a_ping_flood_leaves_one_pong_to_write_for_the_latest_ping() {
+        let pings: Vec<u8> =
+            (0..10_000u32).flat_map(|i| client_frame(OpCode::Ping, &i.to_be_bytes())).collect();
+        let liveness = Liveness::new();
+        let queued = read_all(&pings, &liveness);
+        assert!(matches!(queued.as_slice(), [Control::Pong, Control::ReadEnded]), "{queued:?}");
+        assert_eq!(liveness.take_ping(), Some(9_999u32.to_be_bytes().to_vec()));
+    }
+
+    #[test]
+    fn only_a_pong_that_answers_our_ping_wakes_the_writer() {
+        let pongs = client_frame(OpCode::Pong, b"unsolicited").repeat(1000);
+        let liveness = Liveness::new();
+        assert!(matches!(read_all(&pongs, &liveness).as_slice(), [Control::ReadEnded]));
+        liveness.ping_sent();
+        let queued = read_all(&pongs, &liveness);
+        assert!(matches!(queued.as_slice(), [Control::PongReceived, Control::ReadEnded]), "{queued:?}");
     }
 }

@@ -168,15 +168,38 @@ impl<R: Read> FrameReader<R> {
 
     /// Reads the payload `header` announced, unmasked, onto the end of `out`. The caller has checked
     /// `header.len` against its limits.
+    ///
+    /// `out` grows as the bytes arrive, never ahead of them: a header alone, announcing a megabyte that
+    /// never comes, costs no more memory than the bytes that did.
     pub(crate) fn read_payload(&mut self, header: &FrameHeader, out: &mut Vec<u8>) -> io::Result<()> {
-        let len = usize::try_from(header.len).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        let too_long = || io::Error::from(io::ErrorKind::OutOfMemory);
+        let len = usize::try_from(header.len).map_err(|_| too_long())?;
         let start = out.len();
-        out.resize(start + len, 0);
-        self.input.read_exact(&mut out[start..])?;
+        let end = start.checked_add(len).ok_or_else(too_long)?;
+        while out.len() < end {
+            grow_toward(out, end);
+            let room = out.capacity().min(end) - out.len();
+            // Reads into the room just made, and no further: `read_to_end` does not grow `out` then.
+            if (&mut self.input).take(room as u64).read_to_end(out)? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
         if let Some(key) = header.mask {
             apply_mask(&mut out[start..], key);
         }
         Ok(())
+    }
+}
+
+/// The first room made for a payload that does not fit in what its buffer holds already.
+const FIRST_PIECE: usize = 4096;
+
+/// Makes room in `out` for more of a payload that ends at `end`, once what it has is full: twice what it
+/// holds (at least [`FIRST_PIECE`]), as a `Vec` grows, but never past `end`.
+fn grow_toward(out: &mut Vec<u8>, end: usize) {
+    if out.len() == out.capacity() {
+        let more = out.capacity().max(FIRST_PIECE).min(end - out.len());
+        out.reserve_exact(more);
     }
 }
 
@@ -285,6 +308,29 @@ mod tests {
             Err(ReadError::Violation(v)) => assert_eq!(v.reason, "server frames must not be masked"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_header_alone_does_not_allocate_the_length_it_announces() {
+        // A header announcing 1 MiB, then 10 bytes of payload and the end of the input.
+        let mut bytes = vec![0x82, 0x80 | 127];
+        bytes.extend_from_slice(&(1u64 << 20).to_be_bytes());
+        bytes.extend_from_slice(&[1, 2, 3, 4]);
+        bytes.extend_from_slice(&[0; 10]);
+        let mut reader = FrameReader::new(&bytes[..], Role::Server);
+        let head = reader.read_header().unwrap();
+        let mut out = Vec::new();
+        let err = reader.read_payload(&head, &mut out).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(out.capacity() < 64 * 1024, "{} bytes allocated for 10 received", out.capacity());
+
+        // A payload that does arrive is held in a buffer of its size, not of the next power of two.
+        let frame = encode(true, OpCode::Binary, &[7; 70_000], Some([1, 2, 3, 4]));
+        let mut reader = FrameReader::new(&frame[..], Role::Server);
+        let head = reader.read_header().unwrap();
+        let mut out = Vec::new();
+        reader.read_payload(&head, &mut out).unwrap();
+        assert_eq!((out.len(), out.capacity()), (70_000, 70_000));
     }
 
     #[test]

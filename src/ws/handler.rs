@@ -13,17 +13,17 @@ use parking_lot::Mutex;
 
 use super::close::{CloseCause, Closed};
 use super::config::WsConfig;
-use super::connection::{self, Control, Liveness, Outbound, Timing, Writer};
+use super::connection::{self, CONTROL_CAPACITY, Control, Liveness, Outbound, Timing, Writer};
 use super::frame::Role;
 use super::handshake::{self, Upgrade};
 use super::message::{self, CloseFrame, Limits, Message, MessageReader};
 use crate::auth::{AllowAll, Authenticator};
+use crate::config::OverflowPolicy;
 use crate::error::{Error, Result};
 use crate::handler::answer_error;
 use crate::http::{self, Request, Response};
 use crate::registry::{
-    CloseReason, Connection, ConnectionId, ConnectionInfo, OverflowPolicy, Push, Queue, QueueLimits,
-    Registry, Replay,
+    CloseReason, Connection, ConnectionId, ConnectionInfo, Push, Queue, QueueLimits, Registry, Replay,
 };
 
 type ConnectHook = Box<dyn Fn(&WsConnection<'_>) + Send + Sync>;
@@ -438,7 +438,7 @@ impl WsHandler {
         let mut registration = Registration { shared, connection: &connection, closed: None };
         let info = &connection.info;
 
-        let (control, control_receiver) = crossbeam_channel::unbounded();
+        let (control, control_receiver) = crossbeam_channel::bounded(CONTROL_CAPACITY);
         let liveness = Arc::new(Liveness::new());
         let config = &shared.config;
         let writer = Writer {
@@ -547,7 +547,7 @@ impl WsHandler {
     fn queue_limits(&self) -> QueueLimits {
         QueueLimits {
             messages: self.shared.config.queue_capacity,
-            bytes: usize::MAX,
+            bytes: self.shared.config.queue_max_bytes,
             overflow: OverflowPolicy::Disconnect,
         }
     }
@@ -559,10 +559,12 @@ impl WsHandler {
     fn drop_slow_client(&self, id: ConnectionId) {
         if let Some(connection) = self.shared.registry.remove(id, CloseReason::SlowClient) {
             self.shared.slow_client_drops.fetch_add(1, Ordering::Relaxed);
+            let config = &self.shared.config;
             log::warn!(
-                "websocket {id} ({:?}) dropped: {} messages queued and unsent",
+                "websocket {id} ({:?}) dropped: its queue is full (at most {} messages, {} bytes)",
                 connection.info.peer,
-                self.shared.config.queue_capacity
+                config.queue_capacity,
+                config.queue_max_bytes
             );
         }
     }

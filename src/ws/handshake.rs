@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use sha1::{Digest, Sha1};
 
 use super::config::OriginPolicy;
-use crate::auth::Rejection;
+use crate::error::Rejection;
 use crate::error::{Error, Result};
 use crate::http::{self, Request};
 
@@ -68,19 +68,103 @@ pub(crate) fn check(request: &Request) -> Result<Upgrade> {
 /// `Origin` (anything but a browser) are not judged by it.
 pub(crate) fn check_origin(request: &Request, policy: &OriginPolicy) -> Result<()> {
     let Some(origin) = request.header("origin") else { return Ok(()) };
-    let allowed = match policy {
-        OriginPolicy::Any => true,
-        OriginPolicy::SameHost => {
-            let origin_host = origin.split_once("://").map(|(_, host)| host);
-            matches!((origin_host, request.header("host")), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+    let parsed = Origin::parse(origin);
+    let allowed = match (policy, &parsed) {
+        (OriginPolicy::Any, _) => true,
+        (_, None) => false,
+        (OriginPolicy::SameHost, Some(page)) => page.is_web() && page.is_host(request.header("host")),
+        (OriginPolicy::Only(origins), Some(page)) => {
+            origins.iter().any(|allowed| Origin::parse(allowed).as_ref() == Some(page))
         }
-        OriginPolicy::Only(origins) => origins.iter().any(|allowed| allowed.eq_ignore_ascii_case(origin)),
     };
     if allowed {
         Ok(())
     } else {
         Err(Error::Rejected(Box::new(Rejection::forbidden(format!("origin {origin} is not allowed")))))
     }
+}
+
+/// An origin as browsers write it in `Origin` (RFC 6454 §6.2): `scheme://host[:port]` and nothing
+/// else. Scheme and host are kept in lower case, and a port that is the scheme's default is dropped,
+/// so that equal origins compare equal however they were written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Origin {
+    scheme: String,
+    host: String,
+    port: Option<u16>,
+}
+
+impl Origin {
+    /// `None` for anything that is not `scheme://host[:port]`: `null`, a path or a trailing slash, user
+    /// information, an empty host, a port that is not a number up to 65535.
+    pub(crate) fn parse(text: &str) -> Option<Origin> {
+        let (scheme, authority) = text.split_once("://")?;
+        let mut chars = scheme.chars();
+        let scheme_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        if !scheme_ok {
+            return None;
+        }
+        let scheme = scheme.to_ascii_lowercase();
+        let (host, port) = split_host_port(authority)?;
+        let port = port.filter(|&port| Some(port) != default_port(&scheme));
+        Some(Origin { host: host.to_ascii_lowercase(), scheme, port })
+    }
+
+    /// Whether this is the origin of a web page (`http` or `https`), not of a file, an extension or
+    /// anything else.
+    fn is_web(&self) -> bool {
+        default_port(&self.scheme).is_some()
+    }
+
+    /// Whether the host and port are those of a `Host` header (whose port, when left out, is the
+    /// scheme's default).
+    fn is_host(&self, host_header: Option<&str>) -> bool {
+        let Some((host, port)) = host_header.and_then(split_host_port) else { return false };
+        let default = default_port(&self.scheme);
+        host.eq_ignore_ascii_case(&self.host) && port.or(default) == self.port.or(default)
+    }
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    }
+}
+
+/// Splits `host[:port]` (a name, an IPv4 address or a bracketed IPv6 address; a port of one to five
+/// digits up to 65535); `None` for anything else, such as a path or user information.
+fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if authority.starts_with('[') {
+        let end = authority.find(']')? + 1;
+        let (host, rest) = authority.split_at(end);
+        let inner_ok = host[1..end - 1].bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        if !inner_ok || end == 2 {
+            return None;
+        }
+        (host, if rest.is_empty() { None } else { Some(rest.strip_prefix(':')?) })
+    } else {
+        let (host, port) = match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        };
+        let host_ok = !host.is_empty()
+            && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+        if !host_ok {
+            return None;
+        }
+        (host, port)
+    };
+    let port = match port {
+        None => None,
+        Some(digits) if (1..=5).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(digits.parse().ok()?)
+        }
+        Some(_) => return None,
+    };
+    Some((host, port))
 }
 
 /// The `101 Switching Protocols` head that completes the handshake.
@@ -198,7 +282,15 @@ mod tests {
         assert!(check_origin(&handshake(), &same).is_ok(), "no Origin: not a browser");
         assert!(check_origin(&from("http://server.example.com"), &same).is_ok());
         assert!(check_origin(&from("https://SERVER.example.com"), &same).is_ok());
-        for origin in ["http://evil.example", "null", "http://server.example.com:8080"] {
+        assert!(check_origin(&from("https://server.example.com:443"), &same).is_ok());
+        for origin in [
+            "http://evil.example",
+            "null",
+            "http://server.example.com:8080",
+            "ws://server.example.com",
+            "chrome-extension://server.example.com",
+            "http://server.example.com/",
+        ] {
             let err = check_origin(&from(origin), &same).unwrap_err();
             assert_eq!(err.http_status(), Some(403), "{origin}");
         }
@@ -206,5 +298,40 @@ mod tests {
         assert!(check_origin(&from("https://app.example"), &only).is_ok());
         assert!(check_origin(&from("http://server.example.com"), &only).is_err());
         assert!(check_origin(&from("http://anything"), &OriginPolicy::Any).is_ok());
+        assert!(check_origin(&from("null"), &OriginPolicy::Any).is_ok());
+    }
+
+    #[test]
+    fn origins_parse_as_browsers_write_them() {
+        let origin = |text: &str| Origin::parse(text);
+        assert_eq!(origin("HTTPS://App.Example"), origin("https://app.example:443"));
+        assert_eq!(
+            origin("http://[::1]:8080"),
+            Some(Origin { scheme: "http".into(), host: "[::1]".into(), port: Some(8080) })
+        );
+        assert_eq!(origin("http://127.0.0.1:80"), origin("http://127.0.0.1"));
+        assert_ne!(origin("http://app.example"), origin("https://app.example"));
+        assert_ne!(origin("http://app.example:8080"), origin("http://app.example"));
+        assert!(origin("chrome-extension://abcdef").is_some());
+        for text in [
+            "null",
+            "app.example",
+            "https://",
+            "https://app.example/",
+            "https://app.example/path",
+            "https://app.example?query",
+            "https://user@app.example",
+            "https://app.example:",
+            "https://app.example:99999",
+            "https://app.example:+80",
+            "https://app.example:80:80",
+            "https://[::1",
+            "https://[]",
+            "https://app example",
+            "1http://app.example",
+            "*",
+        ] {
+            assert_eq!(origin(text), None, "{text:?}");
+        }
     }
 }

@@ -42,9 +42,15 @@
 //! The writer owns the closing handshake and decides how the connection ended ([`Closed`]); then it
 //! shuts the socket down, which ends the reader's blocking read, and the close hook runs.
 //!
+//! **Pings** are answered as soon as the writer can, but only the latest of those that arrive before
+//! it can (RFC 6455 §5.5.3): a client that sends pings and reads none of the pongs holds one ping's
+//! payload on the server, not a queue of pongs, until its blocked write meets the send timeout.
+//!
 //! **Slow clients** get the SSE side's policy: every write has the send timeout, the outbound queue is
-//! bounded by [`WsConfig::queue_capacity`], and a send that finds it full drops the client
-//! ([`CloseCause::SlowClient`]) instead of waiting or buffering without end.
+//! bounded by count ([`WsConfig::queue_capacity`]) and by bytes ([`WsConfig::queue_max_bytes`]), and a
+//! send that finds it full drops the client ([`CloseCause::SlowClient`]) instead of waiting or
+//! buffering without end. The writer takes at most 64 KiB of small frames from the queue at a time,
+//! gathered into one write, and writes a larger frame from the bytes the queue shares, never a copy.
 //!
 //! # Why our own framing
 //!
@@ -66,6 +72,11 @@ mod frame;
 mod handler;
 mod handshake;
 mod message;
+
+#[cfg(feature = "fuzzing")]
+pub(crate) use frame::{ReadError, Role};
+#[cfg(feature = "fuzzing")]
+pub(crate) use message::{Incoming, Limits, MessageReader};
 
 pub use close::{CloseCause, Closed};
 pub use config::{OriginPolicy, WsConfig};

@@ -33,23 +33,35 @@ pub struct Relay {
 impl Relay {
     /// Starts `sse-relay --listen 127.0.0.1:0 ARGS...` and waits for its `listening on` line.
     pub fn start(args: &[&str]) -> Relay {
-        Relay::launch("127.0.0.1:0", args, &[])
+        Relay::launch(Command::new(env!("CARGO_BIN_EXE_sse-relay")), "127.0.0.1:0", args, &[])
     }
 
     /// As [`Relay::start`], with these environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Relay {
-        Relay::launch("127.0.0.1:0", args, env)
+        Relay::launch(Command::new(env!("CARGO_BIN_EXE_sse-relay")), "127.0.0.1:0", args, env)
     }
 
     /// Starts the relay on `listen` (an address a test has just freed, to restart on the same port).
     pub fn start_on(listen: &str, args: &[&str]) -> Relay {
-        Relay::launch(listen, args, &[])
+        Relay::launch(Command::new(env!("CARGO_BIN_EXE_sse-relay")), listen, args, &[])
     }
 
-    fn launch(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Relay {
+    /// As [`Relay::start`], with the soft limit on open files lowered to `soft` (by the shell, which
+    /// then becomes the relay).
+    pub fn start_with_open_file_limit(soft: u64, args: &[&str]) -> Relay {
+        let mut shell = Command::new("sh");
+        shell.args([
+            "-c",
+            &format!("ulimit -Sn {soft} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_sse-relay"),
+        ]);
+        Relay::launch(shell, "127.0.0.1:0", args, &[])
+    }
+
+    fn launch(mut command: Command, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Relay {
         // Everything is logged, unless the test chooses a level itself.
         let log_level: &[&str] = if args.contains(&"--log-level") { &[] } else { &["--log-level", "debug"] };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sse-relay"))
+        let mut child = command
             .args(["--listen", listen])
             .args(log_level)
             .args(args)
@@ -151,6 +163,11 @@ impl Relay {
             assert!(Instant::now() < deadline, "the relay did not exit; it logged:\n{}", self.stderr());
             thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The relay's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether the process is still running.

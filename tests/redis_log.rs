@@ -1,0 +1,340 @@
+//! Several instances on one Redis Stream (`RedisLog`), against a real `redis-server` each test
+//! starts on a free loopback port. Ignored in a plain `cargo test`; `.ci/run` installs Redis and runs
+//! them with `--ignored`.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{TIMEOUT, TestServer, connect_stream, next_event, next_item, start_with};
+use sse_handler::client::{Item, ReceivedEvent, ReceivedResponse};
+use sse_handler::{Config, Error, Event, RedisLog, RedisOptions, ServerConfig, SseHandler, UnknownIdPolicy};
+
+/// A `redis-server` of this test's own, without persistence, ended by PID when dropped.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut redis = Redis { port, child: None };
+        redis.restart();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts it (again, empty) on its port and waits until it answers `PING`.
+    fn restart(&mut self) {
+        self.kill();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (Debian package redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + TIMEOUT;
+        while !self.answers_ping() {
+            assert!(Instant::now() < deadline, "redis-server did not answer PING on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn answers_ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        stream.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut line = String::new();
+        stream.write_all(b"PING\r\n").is_ok()
+            && BufReader::new(stream).read_line(&mut line).is_ok()
+            && line.starts_with("+PONG")
+    }
+
+    /// Ends it at once (SIGKILL), as a crash would.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An instance: a server whose handler's log is a `RedisLog` on `key`.
+fn instance(redis: &Redis, key: &str, options: RedisOptions, config: Config) -> TestServer {
+    let log = RedisLog::connect(&redis.url(), key, options).expect("connect to redis");
+    start_with(SseHandler::builder(config).log(log), ServerConfig::default())
+}
+
+fn key(test: &str) -> String {
+    format!("sse:test:{}:{test}", std::process::id())
+}
+
+fn subscribe(addr: SocketAddr, last_id: Option<&str>) -> ReceivedResponse {
+    let headers: Vec<(&str, &str)> = last_id.map(|id| ("Last-Event-ID", id)).into_iter().collect();
+    let mut response = connect_stream(addr, "/events", &headers);
+    assert_eq!(next_item(response.events()), Item::Comment("open".into()));
+    response
+}
+
+fn read_events(response: &mut ReceivedResponse, count: usize) -> Vec<ReceivedEvent> {
+    (0..count).map(|_| next_event(response.events())).collect()
+}
+
+/// Publishes, retrying (bounded) while the log is unavailable.
+fn publish_when_possible(handler: &SseHandler, data: &str) -> String {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match handler.send_all(Event::data(data)) {
+            Ok(sent) => return sent.id.expect("the entry id"),
+            Err(Error::LogUnavailable(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(err) => panic!("publish {data}: {err}"),
+        }
+    }
+}
+
+fn ids_increase(events: &[ReceivedEvent]) -> bool {
+    let key = |e: &ReceivedEvent| {
+        let (ms, seq) = e.last_event_id.split_once('-').expect("a stream id");
+        (ms.parse::<u64>().unwrap(), seq.parse::<u64>().unwrap())
+    };
+    events.windows(2).all(|pair| key(&pair[0]) < key(&pair[1]))
+}
+
+#[test]
+#[ignore = "needs redis-server; .ci/run installs it and runs it"]
+fn two_instances_deliver_every_event_once_in_one_order() {
+    let redis = Redis::start();
+    let key = key("one-order");
+    let servers: Vec<TestServer> =
+        (0..2).map(|_| instance(&redis, &key, RedisOptions::default(), Config::default())).collect();
+    let mut subscribers: Vec<ReceivedResponse> = servers
+        .iter()
+        .flat_map(|server| [subscribe(server.addr, None), subscribe(server.addr, None)])
+        .collect();
+
+    const PER_PUBLISHER: usize = 150;
+    let publishers: Vec<_> = servers
+        .iter()
+        .enumerate()
+        .flat_map(|(s, server)| (0..2).map(move |p| (format!("{s}.{p}"), server.handler.clone())))
+        .map(|(name, handler)| {
+            std::thread::spawn(move || {
+                for n in 0..PER_PUBLISHER {
+                    handler.send_all(Event::data(format!("{name}:{n}"))).expect("redis is up");
+                }
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.join().unwrap();
+    }
+
+    let total = 4 * PER_PUBLISHER;
+    let seen: Vec<Vec<ReceivedEvent>> = subscribers.iter_mut().map(|s| read_events(s, total)).collect();
+    for (n, events) in seen.iter().enumerate() {
+        assert_eq!(events, &seen[0], "subscriber {n} saw another order");
+    }
+    let mut data: Vec<&str> = seen[0].iter().map(|e| e.data.as_str()).collect();
+    assert!(ids_increase(&seen[0]), "ids are stream ids, increasing");
+    data.sort_unstable();
+    data.dedup();
+    assert_eq!(data.len(), total, "every event once");
+}
+
+#[test]
+#[ignore = "needs redis-server; .ci/run installs it and runs it"]
+fn a_client_hopping_between_instances_sees_what_a_client_that_stayed_sees() {
+    let redis = Redis::start();
+    let key = key("hopping");
+    // B keeps few events in memory, so resuming there often reads from Redis.
+    let a = instance(&redis, &key, RedisOptions::default(), Config::default());
+    let b = instance(&redis, &key, RedisOptions::default().local_capacity(16).page(7), Config::default());
+    let mut stayed = subscribe(a.addr, None);
+    let mut hopper = subscribe(a.addr, None);
+
+    const TOTAL: usize = 1500;
+    let publisher = {
+        let (a, b) = (a.handler.clone(), b.handler.clone());
+        std::thread::spawn(move || {
+            for n in 0..TOTAL {
+                let via = if n % 3 == 0 { &b } else { &a };
+                via.send_all(Event::data(n.to_string())).expect("redis is up");
+            }
+        })
+    };
+
+    let mut hopped = Vec::new();
+    let mut hops = 0;
+    let mut on_a = true;
+    while hopped.len() < TOTAL {
+        let take = (1 + hops * 7 % 40).min(TOTAL - hopped.len());
+        hopped.extend(read_events(&mut hopper, take));
+        hops += 1;
+        on_a = !on_a;
+        let last = hopped.last().expect("read some").last_event_id.clone();
+        hopper = subscribe(if on_a { a.addr } else { b.addr }, Some(&last));
+    }
+    publisher.join().unwrap();
+    let stayed = read_events(&mut stayed, TOTAL);
+    assert!(hops > 20, "it hopped {hops} times");
+    assert_eq!(hopped, stayed);
+    let data: Vec<String> = stayed.iter().map(|e| e.data.clone()).collect();
+    assert_eq!(data, (0..TOTAL).map(|n| n.to_string()).collect::<Vec<_>>());
+}
+
+#[test]
+#[ignore = "needs redis-server; .ci/run installs it and runs it"]
+fn an_id_trimmed_out_of_the_stream_is_unknown_and_a_kept_one_resumes_from_redis() {
+    let redis = Redis::start();
+    let key = key("trimmed");
+    let options = RedisOptions::default().max_len(100).local_capacity(10);
+    let config = Config::default().unknown_id_policy(UnknownIdPolicy::ReplayNone);
+    let a = instance(&redis, &key, options.clone(), config.clone());
+    let ids: Vec<String> = (0..1000).map(|n| publish_when_possible(&a.handler, &n.to_string())).collect();
+    // A fresh instance holds nothing locally: both answers come from Redis.
+    let b = instance(&redis, &key, options, config);
+    for server in [&a, &b] {
+        let mut stale = connect_stream(server.addr, "/events", &[("Last-Event-ID", &ids[0])]);
+        assert_eq!(next_item(stale.events()), Item::Comment("open".into()));
+        let note = next_item(stale.events());
+        assert!(
+            matches!(&note, Item::Comment(text) if text.starts_with("last event id not found")),
+            "{note:?}"
+        );
+
+        let mut kept = subscribe(server.addr, Some(&ids[949]));
+        let replayed = read_events(&mut kept, 50);
+        let data: Vec<String> = replayed.iter().map(|e| e.data.clone()).collect();
+        assert_eq!(data, (950..1000).map(|n| n.to_string()).collect::<Vec<_>>());
+        assert_eq!(replayed.last().unwrap().last_event_id, ids[999]);
+    }
+    // The entry id is the event's id: one of the publisher's own is refused.
+    let (status, body) = common::publish(a.addr, "?data=x&id=7", &[], None);
+    assert_eq!(status, 400, "{body}");
+    for garbage in ["1", "x-1", "99999999999999-0"] {
+        assert!(b.handler.log().position_after(garbage).is_none(), "{garbage}");
+    }
+}
+
+#[test]
+#[ignore = "needs redis-server; .ci/run installs it and runs it"]
+fn redis_killed_then_restarted_empty_delivers_what_was_acknowledged_and_resumes() {
+    let mut redis = Redis::start();
+    let key = key("restart");
+    let options =
+        RedisOptions::default().io_timeout(Duration::from_millis(500)).block(Duration::from_millis(200));
+    let config = Config::default()
+        .heartbeat(Duration::from_millis(100))
+        .unknown_id_policy(UnknownIdPolicy::ReplayNone);
+    let a = instance(&redis, &key, options.clone(), config.clone());
+    let b = instance(&redis, &key, options, config);
+    let mut on_a = subscribe(a.addr, None);
+    let mut on_b = subscribe(b.addr, None);
+
+    let acknowledged: Vec<String> =
+        (0..50).map(|n| publish_when_possible(&a.handler, &format!("before {n}"))).collect();
+    redis.kill();
+    let err = a.handler.send_all(Event::data("while down")).expect_err("redis is down");
+    assert!(matches!(err, Error::LogUnavailable(_)), "{err}");
+    let (status, body) = common::publish(a.addr, "?data=x", &[], None);
+    assert_eq!(status, 503, "{body}");
+
+    let delivered = read_events(&mut on_b, 50);
+    assert_eq!(delivered.iter().map(|e| e.last_event_id.clone()).collect::<Vec<_>>(), acknowledged);
+    // The stream stays open while Redis is away: heartbeats keep coming.
+    assert_eq!(next_item(on_b.events()), Item::Comment("heartbeat".into()));
+
+    redis.restart();
+    let after = publish_when_possible(&a.handler, "after");
+    assert_eq!(read_events(&mut on_a, 50), delivered, "A delivered the acknowledged events too");
+    for stream in [&mut on_a, &mut on_b] {
+        let event = loop {
+            // Heartbeats may come first.
+            match next_item(stream.events()) {
+                Item::Event(event) => break event,
+                Item::Comment(_) | Item::Retry(_) => {}
+            }
+        };
+        assert_eq!((event.data.as_str(), event.last_event_id.as_str()), ("after", after.as_str()));
+    }
+
+    // The ids of the old stream are unknown now, on both instances.
+    for server in [&a, &b] {
+        let mut stale = connect_stream(server.addr, "/events", &[("Last-Event-ID", &acknowledged[10])]);
+        assert_eq!(next_item(stale.events()), Item::Comment("open".into()));
+        let note = next_item(stale.events());
+        assert!(
+            matches!(&note, Item::Comment(text) if text.starts_with("last event id not found")),
+            "{note:?}"
+        );
+    }
+    // And the new ones resume.
+    let next = publish_when_possible(&b.handler, "next");
+    let mut resumed = subscribe(a.addr, Some(&after));
+    let event = next_event(resumed.events());
+    assert_eq!((event.data.as_str(), event.last_event_id.as_str()), ("next", next.as_str()));
+}
+
+#[test]
+#[ignore = "needs redis-server; .ci/run installs it and runs it"]
+fn concurrent_publishers_share_round_trips() {
+    let redis = Redis::start();
+    let log =
+        Arc::new(RedisLog::connect(&redis.url(), &key("group-commit"), RedisOptions::default()).unwrap());
+    let server =
+        start_with(SseHandler::builder(Config::default()).log(Arc::clone(&log)), ServerConfig::default());
+    let mut subscriber = subscribe(server.addr, None);
+
+    const THREADS: usize = 8;
+    const EACH: usize = 100;
+    let publishers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let handler = server.handler.clone();
+            std::thread::spawn(move || {
+                (0..EACH)
+                    .map(|n| handler.send_all(Event::data(format!("{t}:{n}"))).unwrap().id.unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut ids: Vec<String> = publishers.into_iter().flat_map(|p| p.join().unwrap()).collect();
+    let round_trips = log.append_round_trips();
+    assert!(
+        round_trips < (THREADS * EACH) as u64,
+        "{round_trips} round trips for {} appends",
+        THREADS * EACH
+    );
+
+    let delivered = read_events(&mut subscriber, THREADS * EACH);
+    assert!(ids_increase(&delivered));
+    let mut delivered_ids: Vec<String> = delivered.into_iter().map(|e| e.last_event_id).collect();
+    ids.sort_unstable();
+    delivered_ids.sort_unstable();
+    assert_eq!(ids, delivered_ids, "each append got its own entry, delivered once");
+}
