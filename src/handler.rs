@@ -14,6 +14,7 @@ use parking_lot::RwLock;
 use crate::auth::{AllowAll, Authenticator};
 use crate::config::{Config, OverflowPolicy, UnknownIdPolicy, is_valid_event_type};
 use crate::connection::{self, Pacing, Private, Stream};
+use crate::deadline::DeadlineWriter;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::http::{self, Request, Response};
@@ -615,7 +616,9 @@ impl SseHandler {
         if let Some(bytes) = self.shared.config.send_buffer {
             socket2::SockRef::from(&*stream).set_send_buffer_size(bytes)?;
         }
-        self.open(&*stream, request, Some(&stream))
+        // One deadline per write, not a send timeout per system call that a trickling reader restarts.
+        let out = DeadlineWriter::new(&stream, self.shared.config.send_timeout);
+        self.open(out, request, Some(&stream))
     }
 
     /// The answer to a stream request over the server's connection limit: a `200` stream that only
@@ -721,8 +724,9 @@ impl SseHandler {
             "OPTIONS" => return Ok(Checked::Preflight),
             _ => return Err(Error::MethodNotAllowed { allowed: "GET, OPTIONS".into() }),
         }
+        let event_types = subscription(request)?;
         if self.shared.event_types.is_some() {
-            if let Some(unknown) = request.query_values("event").find(|t| !self.has_event_type(t)) {
+            if let Some(unknown) = event_types.iter().find(|t| !self.has_event_type(t)) {
                 return Err(Error::NotFound(format!("no event type {unknown:?}")));
             }
         }
@@ -757,7 +761,7 @@ impl SseHandler {
             .map(str::to_owned)
             .or_else(|| request.query_value("lastEventId"))
             .filter(|id| !id.is_empty());
-        let event_types: Vec<String> = request.query_values("event").collect();
+        let event_types = subscription(request)?;
         let log = &shared.log;
         let head = log.head();
         let (cursor, replay) = match &last_event_id {
@@ -887,6 +891,22 @@ impl SseHandler {
             );
         }
     }
+}
+
+/// The most event types one subscription may name (`?event=a&event=b...`): each event a stream reads
+/// is looked up among them, so a client could otherwise make every delivery cost what it likes.
+pub(crate) const MAX_EVENT_TYPES: usize = 64;
+
+/// The event types a request subscribes to, each once and sorted (so that a stream finds an event's
+/// type by binary search); refused with 400 past [`MAX_EVENT_TYPES`].
+fn subscription(request: &Request) -> Result<Vec<String>> {
+    let mut types: Vec<String> = request.query_values("event").collect();
+    types.sort_unstable();
+    types.dedup();
+    if types.len() > MAX_EVENT_TYPES {
+        return Err(Error::BadRequest("more than 64 event types in one subscription"));
+    }
+    Ok(types)
 }
 
 enum Checked {

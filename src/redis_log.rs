@@ -17,6 +17,7 @@ use redis::Value;
 
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::health::Health;
 use crate::log::{EventLog, FellBehind};
 use crate::wait::{WaitList, Waiter};
 
@@ -124,8 +125,11 @@ impl RedisOptions {
 /// - **Faults.** While Redis is unreachable, `append` fails with [`Error::LogUnavailable`] (nothing
 ///   is published locally: that would fork the order); the tail reconnects with backoff (50 ms
 ///   doubling to 2 s) and resumes from its last entry; streams stay open with their heartbeats.
+///   [`health`](EventLog::health) answers [`Health::Unavailable`] while the tail is cut off, so
+///   that a health check takes the instance out of a load balancer.
 ///   An append whose reply timed out after Redis applied it is in the stream: retrying it publishes
-///   it twice.
+///   it twice. A pooled connection that Redis closed while it was idle (a restart, an idle timeout)
+///   is replaced, and the command sent again on the new one.
 /// - **Connections** to Redis per instance: one for the tail and at most
 ///   [`pool_size`](RedisOptions::pool_size) for appends and reads, whatever the number of clients.
 ///
@@ -149,6 +153,8 @@ struct Shared {
     pool: Mutex<Vec<redis::Connection>>,
     stop: AtomicBool,
     commits: GroupCommit,
+    /// Why the tail has no connection to Redis now; `None` while it follows the stream.
+    tail_failure: Mutex<Option<String>>,
 }
 
 /// Appends waiting to be sent. Whoever finds no append in flight sends all that wait, in one
@@ -249,6 +255,7 @@ impl RedisLog {
             pool: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             commits: GroupCommit::default(),
+            tail_failure: Mutex::new(None),
         });
         let mut connection = shared.open(shared.options.io_timeout)?;
         let epoch = shared.current_epoch(&mut connection).map_err(unavailable)?;
@@ -318,13 +325,27 @@ impl Shared {
     /// Runs `command` on a pooled connection; a connection that failed is dropped, not pooled.
     fn with_connection<T>(
         &self,
-        command: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+        command: impl Fn(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T> {
         let pooled = self.pool.lock().pop();
-        let mut connection = match pooled {
-            Some(connection) => connection,
-            None => self.open(self.options.io_timeout)?,
-        };
+        if let Some(mut connection) = pooled {
+            match command(&mut connection) {
+                Ok(answer) => {
+                    self.give_back(connection);
+                    return Ok(answer);
+                }
+                // Closed while it sat in the pool (Redis restarted, or its idle timeout): Redis
+                // closed it before the command came, so a fresh connection takes the command.
+                Err(err) if err.is_connection_dropped() && !err.is_timeout() => {
+                    log::debug!(
+                        "redis log `{}`: a pooled connection was closed ({err}); reconnecting",
+                        self.key
+                    );
+                }
+                Err(err) => return Err(unavailable(err)),
+            }
+        }
+        let mut connection = self.open(self.options.io_timeout)?;
         let answer = command(&mut connection).map_err(unavailable)?;
         self.give_back(connection);
         Ok(answer)
@@ -369,6 +390,9 @@ impl Shared {
                 Err(err) => err.to_string(),
             };
             log::warn!("redis log `{}`: tail lost Redis ({failure}); retrying in {backoff:?}", self.key);
+            *self.tail_failure.lock() = Some(failure);
+            // The pooled connections went to the same server: most likely closed too.
+            self.pool.lock().clear();
             self.sleep_unless_stopped(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
@@ -390,6 +414,9 @@ impl Shared {
         let epoch = self.current_epoch(connection).map_err(|e| e.to_string())?;
         self.check_continuity(connection, &epoch).map_err(|e| e.to_string())?;
         *backoff = Duration::from_millis(50);
+        if self.tail_failure.lock().take().is_some() {
+            log::info!("redis log `{}`: tail following the stream again", self.key);
+        }
         let block_ms = self.options.block.as_millis().max(1).to_string();
         let count = self.options.page.max(100);
         while !self.stop.load(Ordering::SeqCst) {
@@ -760,6 +787,15 @@ impl EventLog for RedisLog {
                     return Ok(from);
                 }
             }
+        }
+    }
+
+    /// Unavailable while the tail has no connection to Redis: it notices at once when Redis closes
+    /// the connection, and within its block and I/O timeouts when Redis stops answering.
+    fn health(&self) -> Health {
+        match &*self.shared.tail_failure.lock() {
+            None => Health::Ready,
+            Some(failure) => Health::Unavailable(format!("redis unreachable: {failure}")),
         }
     }
 

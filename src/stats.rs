@@ -170,6 +170,14 @@ impl<W: Write> Write for CountingWriter<'_, W> {
         Ok(written)
     }
 
+    /// Forwarded whole, so that a writer with one deadline per `write_all` keeps it. Counted when it
+    /// succeeds (a write that failed part-way ends the stream anyway).
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_all(buf)?;
+        Counters::add(self.counter, buf.len() as u64);
+        Ok(())
+    }
+
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         let written = self.inner.write_vectored(bufs)?;
         Counters::add(self.counter, written as u64);

@@ -85,3 +85,23 @@ fn injection_through_event_fields_is_impossible() {
     let (status, _) = publish(server.addr, "?data=x&event=a%0Aid%3A%20forged", &[], None);
     assert_eq!(status, 400);
 }
+
+#[test]
+fn a_subscription_names_each_type_once_and_at_most_64_of_them() {
+    let server = start(Config::default());
+    let many: String = (0..65).map(|n| format!("event=t{n}&")).collect();
+    let answer = raw_exchange(server.addr, format!("GET /events?{many} HTTP/1.1\r\n\r\n").as_bytes());
+    assert_eq!(status_of(&answer), 400, "{answer}");
+    // Repeats count once: 64 types named ten times each is a subscription of 64.
+    let repeated: String = (0..640).map(|n| format!("event=t{}&", n % 64)).collect();
+    let mut stream = subscribe(server.addr, &format!("/events?{repeated}"), &[]);
+    let info = server.handler.connection_info(server.handler.connection_ids()[0]).unwrap();
+    let types = info.event_types().unwrap();
+    assert_eq!(types.len(), 64);
+    assert!(types.windows(2).all(|pair| pair[0] < pair[1]), "sorted, each once");
+    server.handler.send_all(Event::builder().event("t63").data("wanted").build().unwrap()).unwrap();
+    server.handler.send_all(Event::builder().event("t64").data("not").build().unwrap()).unwrap();
+    server.handler.send_all(Event::builder().event("t0").data("wanted too").build().unwrap()).unwrap();
+    assert_eq!(next_event(stream.events()).data, "wanted");
+    assert_eq!(next_event(stream.events()).data, "wanted too");
+}

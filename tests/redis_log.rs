@@ -118,6 +118,15 @@ fn publish_when_possible(handler: &SseHandler, data: &str) -> String {
     }
 }
 
+/// Waits (bounded) until `condition` holds.
+fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what}: not within {TIMEOUT:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn ids_increase(events: &[ReceivedEvent]) -> bool {
     let key = |e: &ReceivedEvent| {
         let (ms, seq) = e.last_event_id.split_once('-').expect("a stream id");
@@ -260,6 +269,7 @@ fn redis_killed_then_restarted_empty_delivers_what_was_acknowledged_and_resumes(
     let acknowledged: Vec<String> =
         (0..50).map(|n| publish_when_possible(&a.handler, &format!("before {n}"))).collect();
     redis.kill();
+    wait_until("A reports Redis unreachable", || !a.handler.health().is_ready());
     let err = a.handler.send_all(Event::data("while down")).expect_err("redis is down");
     assert!(matches!(err, Error::LogUnavailable(_)), "{err}");
     let (status, body) = common::publish(a.addr, "?data=x", &[], None);
@@ -271,6 +281,7 @@ fn redis_killed_then_restarted_empty_delivers_what_was_acknowledged_and_resumes(
     assert_eq!(next_item(on_b.events()), Item::Comment("heartbeat".into()));
 
     redis.restart();
+    wait_until("A reports Redis reachable again", || a.handler.health().is_ready());
     let after = publish_when_possible(&a.handler, "after");
     assert_eq!(read_events(&mut on_a, 50), delivered, "A delivered the acknowledged events too");
     for stream in [&mut on_a, &mut on_b] {

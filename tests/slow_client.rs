@@ -12,6 +12,13 @@ use common::*;
 use sse_handler::client::Item;
 use sse_handler::{CloseReason, Config, Event, OverflowPolicy, ServerConfig, SseHandler};
 
+/// The tests here measure the process's memory, or move enough of it to disturb a measurement: they
+/// take turns.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Reads `count` events, pausing now and then as a client that does work per event would, so that
 /// it is far slower than the publisher. Returns the (id, data) pairs.
 fn read_slowly(response: &mut sse_handler::client::ReceivedResponse, count: usize) -> Vec<(String, String)> {
@@ -28,6 +35,7 @@ fn read_slowly(response: &mut sse_handler::client::ReceivedResponse, count: usiz
 
 #[test]
 fn readers_slower_than_the_publisher_get_every_event_in_order_without_reconnecting() {
+    let _turn = one_at_a_time();
     // Default sizes: 8,000 events of 1 KiB fit the log, so no reader may lose any, however slow.
     const EVENTS: usize = 8_000;
     let server = start(Config::default());
@@ -77,6 +85,7 @@ fn fall_off_the_log(
 
 #[test]
 fn a_reader_that_falls_off_the_log_is_closed_and_resumes_with_the_unknown_id_answer() {
+    let _turn = one_at_a_time();
     let (server, mut client, ids, reasons) = fall_off_the_log(OverflowPolicy::Disconnect, 100);
     // What it gets is a gap-free start of the stream, then the end of it.
     let got = read_to_end(client.events());
@@ -97,6 +106,7 @@ fn a_reader_that_falls_off_the_log_is_closed_and_resumes_with_the_unknown_id_ans
 
 #[test]
 fn under_drop_oldest_a_reader_that_falls_off_the_log_jumps_to_its_oldest_event_and_is_told() {
+    let _turn = one_at_a_time();
     let (server, mut client, ids, reasons) = fall_off_the_log(OverflowPolicy::DropOldest, 100);
     let mut position = 0;
     let mut dropped = 0;
@@ -133,6 +143,7 @@ fn rss() -> usize {
 
 #[test]
 fn memory_does_not_grow_with_how_far_readers_lag() {
+    let _turn = one_at_a_time();
     // 50 clients that never read and 20 that read slowly, while 64 MiB of events go through a log of
     // 8 MiB: what the server holds is the log and a fixed amount per connection, not what each lags by.
     const LOG_BYTES: usize = 8 << 20;
@@ -175,6 +186,7 @@ fn memory_does_not_grow_with_how_far_readers_lag() {
 
 #[test]
 fn send_one_to_a_full_queue_drops_that_client() {
+    let _turn = one_at_a_time();
     let server = start(Config::default().queue_capacity(2).send_timeout(Duration::from_secs(120)));
     let _stalled = subscribe(server.addr, "/events", &[]);
     let id = server.handler.connection_ids()[0];
@@ -192,4 +204,33 @@ fn send_one_to_a_full_queue_drops_that_client() {
         server.handler.send_one(id, Event::data("x")),
         Err(sse_handler::Error::UnknownConnection(_))
     ));
+}
+
+#[test]
+fn a_replay_is_written_from_the_log_in_pieces_not_copied_per_subscriber() {
+    let _turn = one_at_a_time();
+    // 1,000 events of 64 KiB in the log, and 40 clients that resume with an unknown id (so each is to
+    // be sent all 64 MiB) and never read: each stream holds at most one event's handle and a small
+    // buffer, not a copy of its replay (which took 2.6 GiB when each opening copied its whole replay).
+    let config = Config::default()
+        .history_capacity(1000)
+        .history_max_bytes(80 << 20)
+        .send_timeout(Duration::from_secs(120));
+    let server = start(config);
+    let payload = "r".repeat(64 * 1024);
+    for n in 0..1000 {
+        server.handler.send_all(Event::data(format!("{n} {payload}"))).unwrap();
+    }
+    let before = rss();
+    let clients: Vec<_> =
+        (0..40).map(|_| subscribe(server.addr, "/events", &[("Last-Event-ID", "unknown")])).collect();
+    wait_until("every replay is under way", || server.handler.connection_count() == 40);
+    let ids = server.handler.connection_ids();
+    wait_until("every stream has written part of its replay", || {
+        ids.iter().all(|id| server.handler.connection_stats(*id).is_some_and(|stats| stats.sent > 0))
+    });
+    let grown = rss().saturating_sub(before);
+    let bound = 40 * 512 * 1024 + (16 << 20);
+    assert!(grown < bound, "RSS grew by {} MiB (bound {} MiB)", grown >> 20, bound >> 20);
+    drop(clients);
 }

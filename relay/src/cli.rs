@@ -6,8 +6,8 @@ use clap::{Parser, ValueEnum};
 
 /// Turns standard input and HTTP POSTs into a Server-Sent Events stream.
 ///
-/// Every line on standard input becomes one event (`data: <line>`, with an increasing numeric id),
-/// sent to every client of `GET /events`. `POST /publish` publishes one more from its query
+/// Every line on standard input becomes one event (`data: <line>`, with an increasing id: a number,
+/// or with --redis the stream's entry id), sent to every client of `GET /events`. `POST /publish` publishes one more from its query
 /// (`event`, `data`, `id`, `retry`) or, without `data`, from its body. `GET /` is a live page that
 /// shows the stream as it arrives.
 #[derive(Debug, Parser)]
@@ -23,7 +23,11 @@ Endpoints:
 
 Example:
   tail -f app.log | sse-relay --listen 127.0.0.1:8080
-  curl -N http://127.0.0.1:8080/events")]
+  curl -N http://127.0.0.1:8080/events
+
+Several relays as one server (with --redis):
+  sse-relay --listen 0.0.0.0:8080 --redis redis://10.0.0.5:6379/
+  sse-relay --listen 0.0.0.0:8081 --redis redis://10.0.0.5:6379/")]
 pub(crate) struct Args {
     /// The address to listen on; port 0 picks a free port. Once ready, the relay prints
     /// `listening on http://ADDR` on standard output.
@@ -36,11 +40,14 @@ pub(crate) struct Args {
 
     /// Keep the last N events in the event log: what clients that reconnect with `Last-Event-ID`
     /// resume from, and how far a client may fall behind before it is dropped (it then reconnects and
-    /// is told its id is unknown). The memory is spent once, not per client.
+    /// is told its id is unknown). The memory is spent once, not per client. With --redis, N also
+    /// bounds the shared stream (`XADD MAXLEN ~ N`: Redis may keep about a hundred more), and each
+    /// relay keeps the last N in memory.
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) history: u64,
 
-    /// Keep at most this many bytes of events in the log (the oldest leave first).
+    /// Keep at most this many bytes of events in the log (the oldest leave first). Without --redis
+    /// only: with it, --history alone bounds the stream and each relay's memory.
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) history_bytes: u64,
 
@@ -99,6 +106,23 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) metrics: bool,
 
+    /// Share the event log with every relay started with the same URL and --redis-stream, through a
+    /// Redis Stream (`redis://HOST:PORT/`, Redis 7 or Valkey): an event published on any of them
+    /// reaches the clients of all, in one order, and a client resumes on any of them. Event ids are
+    /// then the stream's entry ids (`1718000000000-0`, still increasing) and publishers may not set
+    /// their own (400). While Redis is unreachable, POST /publish answers 503, standard input lines
+    /// wait and are retried, /healthz answers 503 and streams stay open; all resume when it is back.
+    /// Redis must be reachable at start.
+    #[cfg(feature = "redis")]
+    #[arg(long, value_name = "URL")]
+    pub(crate) redis: Option<String>,
+
+    /// The key of the Redis Stream that relays with the same --redis share (a key beside it,
+    /// `KEY:epoch`, tells them when Redis was reset).
+    #[cfg(feature = "redis")]
+    #[arg(long, value_name = "KEY", default_value = "sse-relay", requires = "redis", value_parser = non_empty)]
+    pub(crate) redis_stream: String,
+
     /// Log level on standard error: error, warn, info, debug or trace. `RUST_LOG`, when set, takes
     /// precedence (with env_logger's syntax, e.g. `RUST_LOG=sse_handler=debug`).
     #[arg(long, value_name = "LEVEL", default_value = "info")]
@@ -141,6 +165,22 @@ mod tests {
         assert!(args.token.is_none() && args.allow_origin.is_none() && args.max_stream_secs.is_none());
         assert!(!args.metrics, "metrics are off unless asked for");
         assert!(args.max_connections_per_ip.is_none());
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn redis_is_off_unless_asked_for_and_its_key_needs_it() {
+        let args = Args::try_parse_from(["sse-relay"]).unwrap();
+        assert_eq!((args.redis, args.redis_stream.as_str()), (None, "sse-relay"));
+        let args =
+            Args::try_parse_from(["sse-relay", "--redis", "redis://127.0.0.1:6379/", "--redis-stream", "k"])
+                .unwrap();
+        assert_eq!(
+            (args.redis.as_deref(), args.redis_stream.as_str()),
+            (Some("redis://127.0.0.1:6379/"), "k")
+        );
+        assert!(Args::try_parse_from(["sse-relay", "--redis-stream", "k"]).is_err(), "a key without --redis");
+        assert!(Args::try_parse_from(["sse-relay", "--redis", "u", "--redis-stream", ""]).is_err());
     }
 
     #[test]

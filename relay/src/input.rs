@@ -4,7 +4,7 @@ use std::io::BufRead;
 use std::time::Duration;
 
 use serde::Deserialize;
-use sse_handler::{Event, EventBuilder, SseHandler};
+use sse_handler::{Error, Event, EventBuilder, SseHandler};
 
 /// How a line of input becomes an event.
 #[derive(Debug, Clone)]
@@ -100,9 +100,53 @@ pub(crate) fn publish_lines(input: impl BufRead, format: &LineFormat, handler: &
                 continue;
             }
         };
-        if let Err(err) = handler.send_all(event) {
-            log::debug!("standard input line {number} not published: {err}");
+        if publish(handler, event, number) == Published::ShutDown {
+            log::debug!("standard input line {number} not published: the relay is shutting down");
             return;
+        }
+    }
+}
+
+/// What became of one line's event.
+#[derive(Debug, PartialEq, Eq)]
+enum Published {
+    Yes,
+    Refused,
+    ShutDown,
+}
+
+/// The first wait before a line is retried; it doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+/// While a line waits, one warning per this many attempts (about every 30 s).
+const WARN_EVERY: u32 = 15;
+
+/// Publishes one line's event. While the log is unavailable (its server unreachable) the line waits
+/// and is retried, with a warning, so that no line is dropped silently and later lines stay behind it.
+/// A retry after a timed-out append that the server had applied publishes the line twice.
+fn publish(handler: &SseHandler, event: Event, number: u64) -> Published {
+    let mut delay = RETRY_FIRST;
+    let mut attempts = 0u32;
+    loop {
+        match handler.send_all(event.clone()) {
+            Ok(_) if attempts > 0 => {
+                log::warn!("standard input line {number} published after {attempts} retries");
+                return Published::Yes;
+            }
+            Ok(_) => return Published::Yes,
+            Err(Error::LogUnavailable(why)) => {
+                if attempts % WARN_EVERY == 0 {
+                    log::warn!("standard input line {number} waits ({why}); retrying until it is published");
+                }
+                attempts += 1;
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+            Err(Error::ShutDown) => return Published::ShutDown,
+            Err(err) => {
+                log::warn!("standard input line {number} skipped: {err}");
+                return Published::Refused;
+            }
         }
     }
 }
@@ -162,6 +206,17 @@ mod tests {
         ] {
             assert!(json.event(line).is_err(), "{line}");
         }
+    }
+
+    #[test]
+    fn a_refused_line_is_skipped_and_shutdown_ends_the_input() {
+        let handler = SseHandler::new(sse_handler::Config::default().event_types(["known"])).unwrap();
+        let unregistered = Event::builder().event("x").data("1").build().unwrap();
+        let refused = publish(&handler, unregistered, 1);
+        assert_eq!(refused, Published::Refused);
+        assert_eq!(publish(&handler, Event::data("2"), 2), Published::Yes);
+        handler.shutdown();
+        assert_eq!(publish(&handler, Event::data("3"), 3), Published::ShutDown);
     }
 
     #[test]

@@ -7,6 +7,8 @@ mod monitoring;
 mod origin;
 mod page;
 mod relay;
+#[cfg(feature = "redis")]
+mod shared_log;
 
 use std::process::ExitCode;
 

@@ -32,7 +32,7 @@ enum Stop {
 /// started; all before the relay announces itself.
 pub(crate) fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     raise_fd_limit();
-    let handler = SseHandler::new(handler_config(args))?;
+    let handler = build_handler(args)?;
     let format = LineFormat { json: args.json, default_type: args.event.clone() };
     // Check the stdin event type once now, rather than on every line.
     if let Some(event_type) = &args.event {
@@ -43,8 +43,10 @@ pub(crate) fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let (stop, stopped) = channel();
     watch_signals(stop.clone())?;
     read_input(handler.clone(), format, args.on_eof, stop.clone())?;
-    // Ids grow from a number taken from the clock, so that a restarted relay never reuses one.
-    log::info!("events are numbered from {}", handler.log().head());
+    if !uses_redis(args) {
+        // Ids grow from a number taken from the clock, so that a restarted relay never reuses one.
+        log::info!("events are numbered from {}", handler.log().head());
+    }
     announce(server.local_addr());
 
     // `stop` is still held here, so this wait ends only with a reason.
@@ -58,6 +60,26 @@ pub(crate) fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let report = server.shutdown();
     log::info!("stopped: {streams} streams told when to reconnect, {} closed by force", report.forced);
     Ok(())
+}
+
+/// The handler, on a Redis Stream with `--redis`, on a log in memory otherwise.
+fn build_handler(args: &Args) -> Result<SseHandler, Box<dyn std::error::Error>> {
+    #[cfg(feature = "redis")]
+    if let Some(url) = &args.redis {
+        let history = saturating_usize(args.history);
+        return Ok(crate::shared_log::handler(handler_config(args), url, &args.redis_stream, history)?);
+    }
+    Ok(SseHandler::new(handler_config(args))?)
+}
+
+fn uses_redis(args: &Args) -> bool {
+    #[cfg(feature = "redis")]
+    return args.redis.is_some();
+    #[cfg(not(feature = "redis"))]
+    return {
+        let _ = args;
+        false
+    };
 }
 
 fn handler_config(args: &Args) -> Config {
