@@ -70,6 +70,17 @@ pub enum Error {
         problem: FieldProblem,
     },
 
+    /// The bytes given to [`Event::from_encoded`](crate::Event::from_encoded) are not exactly one
+    /// well-formed event of the event stream format. No event was made, so nothing was sent.
+    #[error("not one well-formed event: {problem} (at byte {at})")]
+    MalformedEvent {
+        /// The offset of the first byte at fault (the length of the bytes when something is missing at
+        /// their end).
+        at: usize,
+        /// What is wrong with the bytes.
+        problem: EncodingProblem,
+    },
+
     /// The event's type is not among the handler's allowed event types.
     #[error("event type `{0}` is not one of the handler's event types")]
     UnknownEventType(String),
@@ -105,11 +116,13 @@ pub enum Error {
     /// A WebSocket handshake asked for a protocol version other than 13; answered `426` with
     /// `Sec-WebSocket-Version: 13`.
     #[cfg(feature = "websocket")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "websocket")))]
     #[error("unsupported WebSocket version (only 13 is supported)")]
     WebSocketVersion,
 
     /// A close code that may not be sent in a close frame (valid: 1000–1003, 1007–1014, 3000–4999).
     #[cfg(feature = "websocket")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "websocket")))]
     #[error("close code {0} may not be sent")]
     InvalidCloseCode(u16),
 
@@ -120,6 +133,7 @@ pub enum Error {
 
     /// Serializing event data to JSON failed.
     #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     #[error("cannot serialize event data to JSON: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -129,7 +143,10 @@ impl Error {
     /// that happen after the response has started (or that are not about a request at all).
     pub fn http_status(&self) -> Option<u16> {
         Some(match self {
-            Error::BadRequest(_) | Error::InvalidField { .. } | Error::UnknownEventType(_) => 400,
+            Error::BadRequest(_)
+            | Error::InvalidField { .. }
+            | Error::MalformedEvent { .. }
+            | Error::UnknownEventType(_) => 400,
             Error::Rejected(rejection) => rejection.status(),
             Error::NotFound(_) => 404,
             Error::MethodNotAllowed { .. } => 405,
@@ -220,6 +237,36 @@ impl std::fmt::Display for FieldProblem {
             FieldProblem::NotCorsSafe => {
                 "would make browsers send a CORS preflight (over 128 bytes or an unsafe byte)"
             }
+        })
+    }
+}
+
+/// Why bytes are not exactly one well-formed event, as named in [`Error::MalformedEvent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EncodingProblem {
+    /// The bytes are not valid UTF-8: a client would decode them with replacement characters, so it
+    /// would read something other than what was meant.
+    NotUtf8,
+    /// The bytes start with a byte order mark, which a client strips at the start of a stream and
+    /// takes as part of a field name anywhere else.
+    ByteOrderMark,
+    /// The event has no field or comment line before its blank line (or no bytes at all).
+    Empty,
+    /// The bytes do not end with a blank line, so the event would only end with whatever is sent next.
+    Unterminated,
+    /// A blank line ends an event before the end of the bytes: what follows it would be a second event.
+    SecondEvent,
+}
+
+impl std::fmt::Display for EncodingProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EncodingProblem::NotUtf8 => "not valid UTF-8",
+            EncodingProblem::ByteOrderMark => "starts with a byte order mark",
+            EncodingProblem::Empty => "no field or comment before the blank line",
+            EncodingProblem::Unterminated => "does not end with a blank line",
+            EncodingProblem::SecondEvent => "bytes after the blank line that ends the event",
         })
     }
 }

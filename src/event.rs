@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::{Error, Field, FieldProblem, Result};
+use crate::error::{EncodingProblem, Error, Field, FieldProblem, Result};
 
 /// One server-sent event, encoded and ready to send.
 ///
@@ -83,8 +83,47 @@ impl Event {
     /// # Ok::<(), sse_handler::Error>(())
     /// ```
     #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Event> {
         Ok(Event::data(serde_json::to_string(value)?))
+    }
+
+    /// An event from bytes already in the event stream format, sent exactly as they are: for events
+    /// encoded elsewhere (another server, a cache, a message queue).
+    ///
+    /// The bytes must be exactly one well-formed event as the WHATWG standard's grammar defines it:
+    /// UTF-8 without a byte order mark; one or more lines, each a field (`name: value`) or a comment
+    /// (`: text`), each ending in CRLF, LF or a lone CR; then a blank line, and nothing after it. The
+    /// event's id, type and retry time are read from its fields as a client reads them (the last `id`
+    /// without a NUL, the last `event`, the last `retry` of digits only), so the handler records,
+    /// numbers, filters and replays it like any other event.
+    ///
+    /// ```
+    /// use sse_handler::{EncodingProblem, Error, Event};
+    ///
+    /// let event = Event::from_encoded("id: 7\r\nevent: price\r\ndata: 42\r\n\r\n")?;
+    /// assert_eq!((event.id(), event.event_type()), (Some("7"), Some("price")));
+    /// assert_eq!(event.as_bytes(), b"id: 7\r\nevent: price\r\ndata: 42\r\n\r\n");
+    ///
+    /// // Two events in one: refused, with where and why.
+    /// let two = Event::from_encoded("data: a\n\ndata: b\n\n").unwrap_err();
+    /// assert!(matches!(two, Error::MalformedEvent { at: 9, problem: EncodingProblem::SecondEvent }));
+    /// # Ok::<(), sse_handler::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::MalformedEvent`] with the offset of the first byte at fault and the
+    /// [`EncodingProblem`]: bytes that are not UTF-8, a leading byte order mark, no line before the
+    /// blank line, no blank line at the end, or bytes after it.
+    pub fn from_encoded(bytes: impl Into<Vec<u8>>) -> Result<Event> {
+        let wire = bytes.into();
+        let text = std::str::from_utf8(&wire)
+            .map_err(|err| malformed(err.valid_up_to(), EncodingProblem::NotUtf8))?;
+        if text.starts_with('\u{feff}') {
+            return Err(malformed(0, EncodingProblem::ByteOrderMark));
+        }
+        let fields = EncodedFields::read(text)?;
+        Ok(Event::from_parts(fields.id, fields.event_type, fields.retry, fields.has_data, wire))
     }
 
     /// Starts an event with any of the fields.
@@ -220,6 +259,7 @@ impl EventBuilder {
 
     /// Sets the data to `value` serialized as JSON. A serialization error is reported by `build`.
     #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     pub fn json_data<T: serde::Serialize + ?Sized>(mut self, value: &T) -> Self {
         match serde_json::to_string(value) {
             Ok(json) => self.data = Some(json),
@@ -289,6 +329,69 @@ impl EventBuilder {
         let has_data = self.data.is_some();
         Ok(Event::from_parts(self.id, event_type, self.retry, has_data, wire))
     }
+}
+
+fn malformed(at: usize, problem: EncodingProblem) -> Error {
+    Error::MalformedEvent { at, problem }
+}
+
+/// What a client learns from the fields of one encoded event.
+#[derive(Debug, Default, PartialEq)]
+struct EncodedFields {
+    id: Option<String>,
+    event_type: Option<String>,
+    retry: Option<Duration>,
+    has_data: bool,
+}
+
+impl EncodedFields {
+    /// Reads the lines of `text`, checking that it is one event: lines, then a blank line at the end.
+    fn read(text: &str) -> Result<EncodedFields> {
+        let mut fields = EncodedFields::default();
+        let mut start = 0;
+        while let Some((line, next)) = next_line(text, start) {
+            if line.is_empty() {
+                if start == 0 {
+                    return Err(malformed(0, EncodingProblem::Empty));
+                }
+                if next < text.len() {
+                    return Err(malformed(next, EncodingProblem::SecondEvent));
+                }
+                return Ok(fields);
+            }
+            fields.apply(line);
+            start = next;
+        }
+        let problem = if text.is_empty() { EncodingProblem::Empty } else { EncodingProblem::Unterminated };
+        Err(malformed(text.len(), problem))
+    }
+
+    /// One field line, as a client interprets it; comments and unknown fields change nothing.
+    fn apply(&mut self, line: &str) {
+        let (name, value) = match line.split_once(':') {
+            Some((name, value)) => (name, value.strip_prefix(' ').unwrap_or(value)),
+            None => (line, ""),
+        };
+        match name {
+            "id" if !value.contains('\0') => self.id = Some(value.to_owned()),
+            "event" => self.event_type = Some(value.to_owned()).filter(|t| !t.is_empty()),
+            "data" => self.has_data = true,
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                // Digits too many for u64 milliseconds saturate, as in the client parser.
+                self.retry = Some(Duration::from_millis(value.parse().unwrap_or(u64::MAX)));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The line of `text` that starts at `start`, without its line ending, and where the next one
+/// starts; `None` when no line ending follows.
+fn next_line(text: &str, start: usize) -> Option<(&str, usize)> {
+    let rest = &text.as_bytes()[start..];
+    let end = rest.iter().position(|&b| b == b'\r' || b == b'\n')?;
+    let ending = if rest[end..].starts_with(b"\r\n") { 2 } else { 1 };
+    Some((&text[start..start + end], start + end + ending))
 }
 
 /// Whether a browser sends `Last-Event-ID: id` cross-origin without a preflight: the Fetch standard's
@@ -480,6 +583,101 @@ mod tests {
         assert_eq!(read_back(&Event::data("x"))[0].event_type, "message");
         assert!(read_back(&build(Event::builder().id("3"))).is_empty());
         assert!(read_back(&Event::comment("c")).is_empty());
+    }
+
+    /// The bytes of an encoded event, then what is read from them: id, type, retry in ms, has data.
+    type Encoded = (&'static [u8], Option<&'static str>, Option<&'static str>, Option<u64>, bool);
+
+    /// Events `from_encoded` takes.
+    const WELL_FORMED: &[Encoded] = &[
+        (b"data: x\n\n", None, None, None, true),
+        (b"data: x\r\n\r\n", None, None, None, true),
+        (b"data: x\r\r", None, None, None, true),
+        // Line endings mixed; CR CR LF is a line and a blank line.
+        (b"id: 1\r\nevent: t\rdata: x\n\r\n", Some("1"), Some("t"), None, true),
+        (b"data: x\r\r\n", None, None, None, true),
+        (b"data: x\n\r", None, None, None, true),
+        (b": only a comment\n\n", None, None, None, false),
+        (b"retry: 2500\n\n", None, None, Some(2500), false),
+        (b"id: 1\n\n", Some("1"), None, None, false),
+        // As a client reads them: the last id without a NUL, the last type, digits-only retry.
+        (
+            b"id: 1\nid: 2\nid: 3\0\nevent: a\nevent: b\nretry: 5\nretry: 6x\ndata\n\n",
+            Some("2"),
+            Some("b"),
+            Some(5),
+            true,
+        ),
+        (b"id\nevent:\ndata:x\n\n", Some(""), None, None, true),
+        (b"event:  two spaces\ndata: x\n\n", None, Some(" two spaces"), None, true),
+        (b"unknown: field\nDATA: x\n\n", None, None, None, false),
+        ("data: héllo \u{feff}\0\n\n".as_bytes(), None, None, None, true),
+        (b"retry: 99999999999999999999999\n\n", None, None, Some(u64::MAX), false),
+    ];
+
+    #[test]
+    fn encoded_events_are_taken_as_they_are() {
+        for &(bytes, id, event_type, retry, has_data) in WELL_FORMED {
+            let event = Event::from_encoded(bytes).unwrap_or_else(|err| panic!("{bytes:?}: {err}"));
+            assert_eq!(event.as_bytes(), bytes);
+            assert_eq!(event.id(), id, "{bytes:?}");
+            assert_eq!(event.event_type(), event_type, "{bytes:?}");
+            assert_eq!(event.retry(), retry.map(Duration::from_millis), "{bytes:?}");
+            assert_eq!(event.has_data(), has_data, "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn what_is_read_from_an_encoded_event_is_what_a_client_reads() {
+        for &(bytes, id, event_type, _, has_data) in WELL_FORMED {
+            let event = Event::from_encoded(bytes).unwrap();
+            let received = read_back(&event);
+            assert_eq!(received.len(), usize::from(has_data), "{bytes:?}");
+            if let Some(received) = received.first() {
+                assert_eq!(received.event_type, event.effective_type(), "{bytes:?}");
+                assert_eq!(received.last_event_id, id.unwrap_or_default(), "{bytes:?}");
+                assert_eq!(event_type.unwrap_or("message"), received.event_type);
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_encodings_are_refused_with_where_and_why() {
+        use EncodingProblem::*;
+        let cases: &[(&[u8], usize, EncodingProblem)] = &[
+            (b"", 0, Empty),
+            (b"\n", 0, Empty),
+            (b"\r\n", 0, Empty),
+            (b"\ndata: x\n\n", 0, Empty),
+            (b"data: x", 7, Unterminated),
+            (b"data: x\n", 8, Unterminated),
+            (b"data: x\r\n", 9, Unterminated),
+            (b"data: x\r", 8, Unterminated),
+            (b"data: a\n\ndata: b\n\n", 9, SecondEvent),
+            (b"data: a\r\n\r\ndata: b\r\n\r\n", 11, SecondEvent),
+            (b"data: a\r\rdata: b\r\r", 9, SecondEvent),
+            (b"data: a\n\n\n", 9, SecondEvent),
+            (b"data: a\n\r\r", 9, SecondEvent),
+            (b"data: \xff\n\n", 6, NotUtf8),
+            (b"data: \xe2\x82\n\n", 6, NotUtf8),
+            (b"\xef\xbb\xbfdata: x\n\n", 0, ByteOrderMark),
+        ];
+        for &(bytes, at, problem) in cases {
+            match Event::from_encoded(bytes) {
+                Err(Error::MalformedEvent { at: a, problem: p }) => {
+                    assert_eq!((a, p), (at, problem), "{bytes:?}");
+                }
+                other => panic!("{bytes:?}: expected MalformedEvent, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn encoded_events_take_strings_and_byte_vectors() {
+        let from_str = Event::from_encoded("data: x\n\n").unwrap();
+        let from_vec = Event::from_encoded(b"data: x\n\n".to_vec()).unwrap();
+        assert_eq!(from_str, from_vec);
+        assert_eq!(from_str, Event::data("x"));
     }
 
     #[cfg(feature = "json")]

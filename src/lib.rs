@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -27,10 +28,12 @@ mod server;
 mod stats;
 mod wait;
 #[cfg(feature = "websocket")]
+#[cfg_attr(docsrs, doc(cfg(feature = "websocket")))]
 pub mod ws;
 
 pub use auth::{AllowAll, Authenticator, BearerToken};
 pub use config::{Config, OverflowPolicy, UnknownIdPolicy};
+pub use error::EncodingProblem;
 pub use error::{Error, Field, FieldProblem, Phase, Rejection, Result};
 pub use event::{Event, EventBuilder};
 pub use fd_limit::raise_fd_limit;
@@ -40,10 +43,12 @@ pub use http::{Request, RequestLimits, Response};
 pub use id::ConnectionId;
 pub use log::{EventLog, FellBehind, MemoryLog};
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis_log::{RedisLog, RedisOptions};
 pub use registry::{CloseReason, ConnectionInfo, ConnectionStats, Replay};
 pub use server::{Server, ServerConfig, ServerHandle, ShutdownReport};
 pub use stats::Stats;
 pub use wait::Waiter;
 #[cfg(feature = "websocket")]
+#[cfg_attr(docsrs, doc(cfg(feature = "websocket")))]
 pub use ws::{WsConfig, WsHandler};

@@ -36,6 +36,32 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
 const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Settings of the built-in [`Server`]. Every field documents its default.
+///
+/// The limits that keep one client, or many, from taking the whole server:
+///
+/// ```
+/// use std::time::Duration;
+/// use sse_handler::{client, RequestLimits, Response, Server, ServerConfig};
+///
+/// let config = ServerConfig::default()
+///     .max_connections(2_000) // streams and plain requests together
+///     .max_connections_per_ip(50) // so that one address cannot take them all
+///     .request_limits(
+///         RequestLimits::default()
+///             .max_head_bytes(8 * 1024) // request line and headers; beyond: 431
+///             .max_body_bytes(64 * 1024) // what a publish endpoint reads; beyond: 413
+///             .read_timeout(Duration::from_secs(5)), // for the whole request, not per read
+///     )
+///     .shutdown_timeout(Duration::from_secs(2));
+/// let server = Server::bind("127.0.0.1:0")?.config(config).get("/", |_| Response::html("hi")).spawn()?;
+///
+/// let timeout = Duration::from_secs(5);
+/// let huge_header = "x".repeat(10 * 1024);
+/// let answer = client::request(server.local_addr(), "GET", "/", &[("X-Big", &huge_header)], None, timeout)?;
+/// assert_eq!(answer.status(), 431);
+/// server.shutdown();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServerConfig {
@@ -205,6 +231,7 @@ impl Server {
     /// Serves WebSocket connections of `handler` at `path` (`GET` with an upgrade handshake). Bytes
     /// the client sent right after its handshake are handed over with the socket, not lost.
     #[cfg(feature = "websocket")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "websocket")))]
     pub fn websocket(mut self, path: impl Into<String>, handler: &WsHandler) -> Server {
         self.routes.push((path.into(), Endpoint::WebSocket(handler.clone())));
         self
@@ -550,10 +577,10 @@ fn accept_loop(
         let admitted = shared.live.lock().admit(number, &socket, &shared.config);
         if let Err(limit) = admitted {
             if let Some(held_back) = turned_away.allow(Instant::now()) {
-                let peer = socket.peer_addr().ok();
+                let peer = peer_name(socket.peer_addr().ok());
                 log_safely(|| {
                     log::warn!(
-                        "connection limit ({limit}) reached; turning away {peer:?}{}",
+                        "connection limit ({limit}) reached; turning away {peer}{}",
                         since_last_warning(held_back)
                     );
                 });
@@ -709,13 +736,13 @@ fn serve_request(shared: &ServerShared, socket: &Arc<TcpStream>, answer_begun: &
         Endpoint::Stream(handler) => {
             // The handler writes when and what it likes: a panic that escapes it cannot be answered.
             answer_begun.set(true);
-            let peer = request.peer();
+            let peer = peer_name(request.peer());
             // The request is handed over, to be freed once the stream is open.
             match handler.accept_shared(Arc::clone(socket), head.request) {
-                Ok(Some(reason)) => log::debug!("{peer:?}: stream ended: {reason}"),
+                Ok(Some(reason)) => log::debug!("{peer}: stream ended: {reason}"),
                 Ok(None) => {}
                 Err(err) => {
-                    log::debug!("{peer:?}: stream refused: {err}");
+                    log::debug!("{peer}: stream refused: {err}");
                     http::linger_close(socket);
                 }
             }
@@ -730,8 +757,8 @@ fn serve_request(shared: &ServerShared, socket: &Arc<TcpStream>, answer_begun: &
         Endpoint::WebSocket(handler) => {
             answer_begun.set(true);
             match handler.accept_shared(socket, request, &head.leftover) {
-                Ok(closed) => log::debug!("{:?}: websocket ended: {closed}", request.peer()),
-                Err(err) => log::debug!("{:?}: websocket refused: {err}", request.peer()),
+                Ok(closed) => log::debug!("{}: websocket ended: {closed}", peer_name(request.peer())),
+                Err(err) => log::debug!("{}: websocket refused: {err}", peer_name(request.peer())),
             }
         }
         Endpoint::Plain { respond, .. } => {
@@ -742,6 +769,12 @@ fn serve_request(shared: &ServerShared, socket: &Arc<TcpStream>, answer_begun: &
             write_response(socket, &response, request.method() == "HEAD", shared, answer_begun);
         }
     }
+}
+
+/// How logs name a client: its address, or "an unknown peer" when the socket cannot say (it has
+/// already been reset, for instance).
+fn peer_name(peer: Option<SocketAddr>) -> String {
+    peer.map_or_else(|| "an unknown peer".to_owned(), |addr| addr.to_string())
 }
 
 /// Answers a request that failed, then closes without destroying the answer.
@@ -851,6 +884,13 @@ fn json_string(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peers_are_named_by_their_address() {
+        assert_eq!(peer_name(Some(SocketAddr::from(([127, 0, 0, 1], 43918)))), "127.0.0.1:43918");
+        assert_eq!(peer_name(Some("[::1]:8080".parse().unwrap())), "[::1]:8080");
+        assert_eq!(peer_name(None), "an unknown peer");
+    }
 
     #[test]
     fn accept_failures_back_off_and_warn_once_per_interval() {

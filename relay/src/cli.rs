@@ -88,9 +88,10 @@ pub(crate) struct Args {
     #[arg(long, value_name = "MS", default_value_t = 3000)]
     pub(crate) retry: u64,
 
-    /// Serve at most this many connections at once; more are answered 503 (a stream request: 200 with
-    /// only a `retry:` hint). The relay raises its open-file limit to the hard limit at start; when
-    /// even that cannot hold N connections, it serves fewer and says so in its log.
+    /// Serve at most this many connections at once. Beyond it, a stream request gets 200 with only a
+    /// `retry:` hint (--retry), then the end of the stream, so browsers come back later rather than give
+    /// up; other requests get 503. The relay raises its open-file limit to the hard limit at start;
+    /// when even that cannot hold N connections, it serves fewer and says so in its log.
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) max_connections: u64,
 

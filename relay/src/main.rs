@@ -30,8 +30,17 @@ fn main() -> ExitCode {
 fn init_logging(level: log::LevelFilter) {
     let mut logger = env_logger::Builder::new();
     logger.filter_level(level).target(env_logger::Target::Stderr);
-    if let Ok(filters) = std::env::var("RUST_LOG") {
-        logger.parse_filters(&filters);
+    match std::env::var("RUST_LOG") {
+        Ok(filters) => {
+            logger.parse_filters(&filters);
+        }
+        // The relay announces its address on standard output and logs its own stop, so at `info`
+        // the built-in server's lines saying the same would print everything twice in a terminal.
+        // Its warnings stay, and `debug` shows everything.
+        Err(_) if level == log::LevelFilter::Info => {
+            logger.filter_module("sse_handler::server", log::LevelFilter::Warn);
+        }
+        Err(_) => {}
     }
     logger.init();
 }

@@ -1,5 +1,6 @@
-//! The live page at `GET /`: one self-contained HTML file (no external resources) whose
-//! `EventSource` shows the stream as it arrives.
+//! The live page at `GET /`: one self-contained HTML file (no external resources) that reads the
+//! stream with `fetch`, parses it itself, and shows every event as it arrives, whatever its type (an
+//! `EventSource` only delivers the types it has listeners for).
 
 const TEMPLATE: &str = include_str!("page.html");
 const SETTINGS_SLOT: &str = "/*SETTINGS*/null";
@@ -8,7 +9,7 @@ const SETTINGS_SLOT: &str = "/*SETTINGS*/null";
 #[derive(Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PageSettings {
-    /// The type of events from standard input, so the page listens for it.
+    /// The type of events from standard input, which the page names.
     pub(crate) stdin_type: Option<String>,
     /// Whether the page may offer its publish form (not when publishing needs a token).
     pub(crate) open_publish: bool,
@@ -39,6 +40,6 @@ mod tests {
         for outside in ["http://", "https://", "//cdn", "@import"] {
             assert!(!page.contains(outside), "{outside}");
         }
-        assert!(page.contains("new EventSource("));
+        assert!(page.contains("fetch(streamPath"));
     }
 }

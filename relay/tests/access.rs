@@ -90,6 +90,8 @@ fn max_connections_turns_away_the_extra_client() {
     assert_eq!(status, 200);
     assert!(body.starts_with("retry: "), "{body:?}");
     assert_eq!(relay.request("GET", "/", &[], None).0, 503);
+    // The log names the client by its address.
+    relay.wait_for_log("connection limit (1) reached; turning away 127.0.0.1:");
 }
 
 #[test]
@@ -168,8 +170,8 @@ fn the_live_page_is_served_at_the_root() {
     let (status, head, page) = relay.request("GET", "/", &[], None);
     assert_eq!(status, 200);
     assert_eq!(header(&head, "Content-Type"), Some("text/html; charset=utf-8"));
-    assert!(page.contains("new EventSource("), "{page}");
-    assert!(page.contains(r#""stdinType":"log""#), "the page listens for the stdin type");
+    assert!(page.contains("fetch(streamPath"), "{page}");
+    assert!(page.contains(r#""stdinType":"log""#), "the page names the stdin type");
     let (status, _, body) = relay.request("HEAD", "/", &[], None);
     assert_eq!((status, body.as_str()), (200, ""));
 }

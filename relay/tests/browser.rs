@@ -1,6 +1,7 @@
 //! A real browser: Debian's chromium, driven by `tests/browser/drive.mjs` (playwright-core), opens
 //! the relay's own page and a page from another origin, and checks that both show live events in
-//! order and resume after the relay ends their streams.
+//! order and resume after the relay ends their streams, and that the relay's page shows an event of
+//! a type it was never told about, with its type.
 //!
 //! It needs chromium, node and `npm ci --prefix relay/tests/browser`, so plain `cargo test` leaves
 //! it out; `.ci/run` installs them and runs it with `--ignored`, where anything missing fails it.

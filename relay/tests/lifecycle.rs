@@ -117,3 +117,15 @@ fn on_eof_exit_delivers_the_input_then_shuts_down_gracefully() {
     assert_eq!(items.last(), Some(&Item::Retry(Duration::from_millis(1000))));
     assert_eq!(relay.wait_exit().code(), Some(0));
 }
+
+#[test]
+fn at_the_default_log_level_a_terminal_sees_each_start_and_stop_line_once() {
+    let mut relay = Relay::start(&["--log-level", "info"]);
+    relay.signal(Signal::SIGTERM);
+    assert_eq!(relay.wait_exit().code(), Some(0));
+    relay.wait_for_log("stopped: 0 streams told when to reconnect");
+    let log = relay.stderr();
+    // Standard output said `listening on` (Relay::start read it); the log must not say it again.
+    assert!(!log.contains("listening on"), "{log}");
+    assert!(!log.contains("shut down ("), "{log}");
+}

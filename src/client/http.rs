@@ -316,6 +316,25 @@ pub(super) fn with_stream_defaults<'a>(headers: &[(&'a str, &'a str)]) -> Vec<(&
 /// framed as HTTP/1.1 says, so a `HEAD` request or a `204`/`304` response has
 /// an empty body.
 ///
+/// ```
+/// use std::time::Duration;
+/// use sse_handler::{client, Config, Server, SseHandler};
+///
+/// let events = SseHandler::new(Config::default())?;
+/// let server = Server::bind("127.0.0.1:0")?.publish("/publish", &events).spawn()?;
+///
+/// // What `curl -d deployed 'http://ADDR/publish?event=deploy'` sends: the body is the data.
+/// let timeout = Duration::from_secs(5);
+/// let addr = server.local_addr();
+/// let response = client::request(addr, "POST", "/publish?event=deploy", &[], Some(b"deployed"), timeout)?;
+/// assert_eq!(response.status(), 200);
+/// // The id the event was given, and how many open streams it reached.
+/// let body = String::from_utf8(response.read_body()?)?;
+/// assert!(body.starts_with("{\"id\":") && body.ends_with(",\"connections\":0}\n"), "{body}");
+/// server.shutdown();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
 /// # Errors
 ///
 /// As for [`connect`].

@@ -87,6 +87,30 @@ pub enum Item {
 ///
 /// A line longer than 16 MiB is an error of kind [`io::ErrorKind::InvalidData`];
 /// the stream then counts as ended and later calls return `Ok(None)`.
+///
+/// Any [`Read`] will do, a byte slice included, which makes it a quick way to
+/// see what a client makes of some bytes:
+///
+/// ```
+/// use std::time::Duration;
+/// use sse_handler::client::{EventStream, Item, ReceivedEvent};
+///
+/// let wire = b"retry: 3000\n: hello\nid: 7\nevent: price\ndata: 42\n\ndata: a\r\ndata: b\r\n\r\n";
+/// let mut stream = EventStream::new(&wire[..]);
+/// assert_eq!(stream.next_item()?, Some(Item::Retry(Duration::from_millis(3000))));
+/// assert_eq!(stream.next_item()?, Some(Item::Comment("hello".into())));
+///
+/// // `next_event` skips comments and retry fields; the id carries over to later events.
+/// let event = |event_type: &str, data: &str, id: &str| ReceivedEvent {
+///     event_type: event_type.into(),
+///     data: data.into(),
+///     last_event_id: id.into(),
+/// };
+/// assert_eq!(stream.next_event()?, Some(event("price", "42", "7")));
+/// assert_eq!(stream.next_event()?, Some(event("message", "a\nb", "7")));
+/// assert_eq!(stream.next_event()?, None, "the end of the bytes ends the stream");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct EventStream<R> {
     reader: R,
     /// Bytes read but not yet split into lines: `buf[pos..]` is unconsumed.

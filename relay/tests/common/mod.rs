@@ -59,8 +59,11 @@ impl Relay {
     }
 
     fn launch(mut command: Command, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Relay {
+        // Everything is logged, unless the test chooses a level itself.
+        let log_level: &[&str] = if args.contains(&"--log-level") { &[] } else { &["--log-level", "debug"] };
         let mut child = command
-            .args(["--listen", listen, "--log-level", "debug"])
+            .args(["--listen", listen])
+            .args(log_level)
             .args(args)
             .env_remove("RUST_LOG")
             .env_remove("SSE_RELAY_TOKEN")
