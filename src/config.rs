@@ -36,8 +36,9 @@ pub enum UnknownIdPolicy {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
-    /// How long a stream may stay silent before a heartbeat comment is written. Default 20 s (Qore's
-    /// default; proxies commonly drop connections idle for 30-60 s). Must be more than zero. Can be
+    /// How long a stream may stay silent before a heartbeat comment is written. Default 20 s (as in
+    /// Qore's `ServerSentEventHandler`, which this library is modeled on; proxies commonly drop
+    /// connections idle for 30-60 s). Must be more than zero. Can be
     /// changed later with [`SseHandler::set_heartbeat`](crate::SseHandler::set_heartbeat).
     pub heartbeat: Duration,
     /// The text of the heartbeat comment (`: heartbeat`). Default `"heartbeat"`.

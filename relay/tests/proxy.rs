@@ -176,6 +176,8 @@ fn the_readme_nginx_configuration_passes_streams_through() {
     loop {
         match update(&mut source) {
             Update::Comment(text) if text == "heartbeat" => break,
+            // What every stream opens with, right after its head.
+            Update::Comment(text) if text == "open" => {}
             Update::Retry(_) => {}
             other => panic!("expected a heartbeat, got {other:?}"),
         }
