@@ -419,9 +419,15 @@ impl Shared {
         }
         let block_ms = self.options.block.as_millis().max(1).to_string();
         let count = self.options.page.max(100);
+        // The id after which a gap was found and the window restarted: reading on after it is right.
+        let mut gap_handled_after = None;
         while !self.stop.load(Ordering::SeqCst) {
-            let after = self.window.read().last_id.text();
-            let (epoch_now, entries): (Option<String>, Value) = redis::pipe()
+            let last = self.window.read().last_id;
+            let after = last.text();
+            // Then whether the entry read last is still there: trimming removes the oldest first, so
+            // if it is, nothing between it and what XREAD returned was trimmed; if it is not, this
+            // tail fell behind the stream's bound, and XREAD skipped what was trimmed.
+            let (epoch_now, entries, still_there): (Option<String>, Value, Value) = redis::pipe()
                 .cmd("GET")
                 .arg(&self.epoch_key)
                 .cmd("XREAD")
@@ -432,11 +438,25 @@ impl Shared {
                 .arg("STREAMS")
                 .arg(&self.key)
                 .arg(&after)
+                .cmd("XRANGE")
+                .arg(&self.key)
+                .arg(&after)
+                .arg(&after)
+                .arg("COUNT")
+                .arg(1)
                 .query(connection)
                 .map_err(|e| e.to_string())?;
             if epoch_now.as_deref() != Some(epoch.as_str()) {
                 // Reset under us (keys deleted, or evicted): start over on a fresh epoch.
                 return Err("the stream's epoch changed".into());
+            }
+            if last != StreamId::ZERO && gap_handled_after != Some(last) && ids(still_there).is_empty() {
+                // A lagging tail: drop what XREAD returned (it may follow a gap) and go on as after
+                // a reconnection, so that readers learn from Redis what they missed. The window
+                // then starts afresh at the stream's first entry, read after the same id.
+                self.check_continuity(connection, &epoch).map_err(|e| e.to_string())?;
+                gap_handled_after = Some(self.window.read().last_id);
+                continue;
             }
             let entries = match entries {
                 Value::Array(streams) => streams.into_iter().next().map(stream_entries).unwrap_or_default(),

@@ -355,3 +355,107 @@ fn concurrent_publishers_share_round_trips() {
     delivered_ids.sort_unstable();
     assert_eq!(ids, delivered_ids, "each append got its own entry, delivered once");
 }
+
+/// A TCP proxy to Redis whose answers can be held back: an instance connected through it falls
+/// behind the stream while they are held.
+struct HoldingProxy {
+    addr: SocketAddr,
+    held: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HoldingProxy {
+    fn start(redis: &Redis) -> HoldingProxy {
+        use std::io::Read;
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (port, hold) = (redis.port, Arc::clone(&held));
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { break };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", port)) else { continue };
+                let (mut from_client, mut to_server) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || drop(std::io::copy(&mut from_client, &mut to_server)));
+                let (mut from_server, mut to_client, hold) = (server, client, Arc::clone(&hold));
+                std::thread::spawn(move || {
+                    let mut chunk = [0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = from_server.read(&mut chunk) {
+                        // Held at most the test's bound, then passed on in order.
+                        let deadline = Instant::now() + TIMEOUT;
+                        while hold.load(Ordering::SeqCst) && Instant::now() < deadline {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        if to_client.write_all(&chunk[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        HoldingProxy { addr, held }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}/", self.addr)
+    }
+
+    fn hold(&self, on: bool) {
+        self.held.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+#[ignore = "needs redis-server; .ci/run installs it and runs it"]
+fn a_tail_that_falls_behind_the_stream_never_hands_on_a_silent_gap() {
+    let redis = Redis::start();
+    let key = key("lagging-tail");
+    let bounded = RedisOptions::default().max_len(100);
+    let a = instance(&redis, &key, bounded.clone(), Config::default());
+    // B reaches Redis through the proxy, with a read timeout longer than the hold, so that its tail
+    // is not reconnecting but merely late when its answers come through.
+    let proxy = HoldingProxy::start(&redis);
+    let log = RedisLog::connect(
+        &proxy.url(),
+        &key,
+        bounded.block(Duration::from_millis(200)).io_timeout(Duration::from_secs(8)),
+    )
+    .expect("connect through the proxy");
+    let b = start_with(SseHandler::builder(Config::default()).log(log), ServerConfig::default());
+    let mut on_b = subscribe(b.addr, None);
+
+    let mut ids: Vec<String> =
+        (0..10).map(|n| publish_when_possible(&a.handler, &format!("before {n}"))).collect();
+    let first = read_events(&mut on_b, 10);
+    assert_eq!(first.iter().map(|e| e.last_event_id.clone()).collect::<Vec<_>>(), ids);
+
+    // B's tail is held while the stream moves far past its bound (MAXLEN ~ 100).
+    proxy.hold(true);
+    ids.extend((0..2000).map(|n| publish_when_possible(&a.handler, &format!("during {n}"))));
+    proxy.hold(false);
+
+    // B's client gets a gap-free continuation, then is told it fell behind (closed, by default),
+    // never a jump over what was trimmed.
+    let mut got: Vec<String> = first.into_iter().map(|e| e.last_event_id).collect();
+    loop {
+        match on_b.events().next_event() {
+            Ok(Some(event)) => got.push(event.last_event_id),
+            Ok(None) => break,
+            Err(err) => panic!(
+                "the stream did not end ({err}) after {} of {} events, which were {}a prefix of them",
+                got.len(),
+                ids.len(),
+                if got == ids[..got.len()] { "" } else { "not " }
+            ),
+        }
+    }
+    assert!(got.len() < ids.len(), "the client cannot have had all of it");
+    assert_eq!(got, ids[..got.len()], "a prefix of what was published: no gap");
+    wait_until("B counts the client it closed", || b.handler.stats().slow_client_disconnects == 1);
+    // Resuming on B, it is told its id is unknown, and delivery goes on.
+    let mut back = subscribe(b.addr, Some(got.last().unwrap()));
+    let Item::Comment(note) = next_item(back.events()) else { panic!("expected the unknown-id note") };
+    assert!(note.starts_with("last event id not found"), "{note}");
+    drop(proxy);
+}
