@@ -4,84 +4,17 @@
 #![cfg(feature = "redis")]
 
 mod common;
+mod redis_server;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{TIMEOUT, TestServer, connect_stream, next_event, next_item, start_with};
+use redis_server::Redis;
 use sse_handler::client::{Item, ReceivedEvent, ReceivedResponse};
 use sse_handler::{Config, Error, Event, RedisLog, RedisOptions, ServerConfig, SseHandler, UnknownIdPolicy};
-
-/// A `redis-server` of this test's own, without persistence, ended by PID when dropped.
-struct Redis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut redis = Redis { port, child: None };
-        redis.restart();
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// Starts it (again, empty) on its port and waits until it answers `PING`.
-    fn restart(&mut self) {
-        self.kill();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (Debian package redis-server)");
-        self.child = Some(child);
-        let deadline = Instant::now() + TIMEOUT;
-        while !self.answers_ping() {
-            assert!(Instant::now() < deadline, "redis-server did not answer PING on port {}", self.port);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn answers_ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
-        stream.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-        let mut line = String::new();
-        stream.write_all(b"PING\r\n").is_ok()
-            && BufReader::new(stream).read_line(&mut line).is_ok()
-            && line.starts_with("+PONG")
-    }
-
-    /// Ends it at once (SIGKILL), as a crash would.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// An instance: a server whose handler's log is a `RedisLog` on `key`.
 fn instance(redis: &Redis, key: &str, options: RedisOptions, config: Config) -> TestServer {

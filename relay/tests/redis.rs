@@ -4,75 +4,14 @@
 #![cfg(feature = "redis")]
 
 mod common;
+#[path = "../../tests/redis_server/mod.rs"]
+mod redis_server;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use redis_server::Redis;
 use sse_handler::client::{Body, EventStream, Item, ReceivedEvent};
-
-/// A `redis-server` of this test's own, without persistence, ended by PID when dropped.
-struct Redis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut redis = Redis { port, child: None };
-        redis.restart();
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// Starts it (again, empty) on its port and waits until it answers `PING`.
-    fn restart(&mut self) {
-        self.kill();
-        let port = self.port.to_string();
-        let args = ["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
-        let child = Command::new("redis-server")
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (Debian package redis-server)");
-        self.child = Some(child);
-        let deadline = Instant::now() + TIMEOUT;
-        while !self.answers_ping() {
-            assert!(Instant::now() < deadline, "redis-server did not answer PING on port {}", self.port);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn answers_ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
-        stream.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-        let mut line = String::new();
-        stream.write_all(b"PING\r\n").is_ok()
-            && BufReader::new(stream).read_line(&mut line).is_ok()
-            && line.starts_with("+PONG")
-    }
-
-    /// Ends it at once (SIGKILL), as a crash would.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// A relay on `redis`, sharing the stream of this test's own key.
 fn relay_on(redis: &Redis, key: &str, extra: &[&str]) -> Relay {
