@@ -1,5 +1,6 @@
 //! A `redis-server` that a test starts for itself on a free loopback port (shared by the library's
-//! and the relay's Redis tests).
+//! and the relay's Redis tests). Only tests marked `#[ignore = "needs redis-server; ..."]` use it, so
+//! the plain `cargo test` never starts one; `.ci/run` installs Redis and runs them with `--ignored`.
 #![allow(dead_code, unreachable_pub)] // each test file uses a different subset
 
 use std::io::{BufRead, BufReader, Write};
