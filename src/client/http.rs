@@ -150,6 +150,12 @@ impl<R: Read> Decoder<R> {
     /// Reads bytes as they come, buffered ones first.
     fn read_raw(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.pos == self.buf.len() {
+            if !matches!(self.framing, Framing::Chunked(_)) && self.buf.capacity() > 0 {
+                // The buffer the head was read into: unless chunked framing needs it again, nothing
+                // more goes through it, so a stream held for hours does not keep it.
+                self.buf = Vec::new();
+                self.pos = 0;
+            }
             return read_retrying(&mut self.src, out);
         }
         let rest = &self.buf[self.pos..];
@@ -585,6 +591,15 @@ mod tests {
         let decoder = Decoder::new(src, CHUNKED[..3].to_vec(), Framing::Chunked(ChunkState::Size));
         let (items, _) = drain_items(&mut EventStream::new(decoder));
         assert_eq!(items, [message("héllo", ""), message("2", "")]);
+    }
+
+    #[test]
+    fn the_head_buffer_is_let_go_once_its_body_bytes_are_read() {
+        let mut head_buffer = Vec::with_capacity(READ_CHUNK);
+        head_buffer.extend_from_slice(b"data: 1\n\n");
+        let mut decoder = Decoder::new(&b"data: 2\n\n"[..], head_buffer, Framing::UntilClose);
+        assert_eq!(decode_all(&mut decoder).unwrap(), b"data: 1\n\ndata: 2\n\n");
+        assert_eq!(decoder.buf.capacity(), 0, "an open stream would keep {} bytes", decoder.buf.capacity());
     }
 
     #[test]

@@ -341,11 +341,24 @@ impl<R: Read> EventStream<R> {
 
     /// Reads one more chunk into the buffer; `Ok(false)` at end of stream.
     fn fill(&mut self) -> io::Result<bool> {
-        // Everything before `pos` is consumed and at most one partial line follows it,
-        // so compacting here moves few bytes.
-        self.buf.drain(..self.pos);
+        // Everything before `pos` is consumed and at most one partial line follows it, so
+        // compacting here moves few bytes. A buffer with nothing left in it is let go before the
+        // read, which may wait for hours: an idle stream keeps no buffer, and a client holding
+        // thousands of them holds no chunk for each.
+        let unconsumed = self.buf.len() - self.pos;
+        if unconsumed == 0 {
+            self.buf = Vec::new();
+        } else if unconsumed < READ_CHUNK {
+            self.buf = self.buf[self.pos..].to_vec();
+        } else {
+            // A long line keeps its buffer, which grows by doubling: reading it stays linear.
+            self.buf.drain(..self.pos);
+        }
         self.pos = 0;
-        read_into(&mut self.reader, &mut self.buf, READ_CHUNK).map(|n| n > 0)
+        let mut chunk = [0; READ_CHUNK];
+        let n = read_retrying(&mut self.reader, &mut chunk)?;
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n > 0)
     }
 }
 
@@ -501,6 +514,62 @@ mod tests {
                     assert!(errors > 0, "{name}: stalls must reach the caller");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn an_idle_stream_keeps_no_buffer_and_a_long_line_is_read_in_few_reads() {
+        // Events of 100 bytes, each read whole, with nothing to read between them: a stream that
+        // waits keeps no buffer. Then reads that split events anywhere: it keeps what it has of a
+        // partial line, and a chunk.
+        let event = |n: usize, size: usize| {
+            let head = format!("id: {n}\ndata: ");
+            format!("{head}{}\n\n", "x".repeat(size - head.len() - 2)).into_bytes()
+        };
+        for (step, size) in [(100, 100), (5000, 300), (777, 1000)] {
+            let events: Vec<u8> = (0..2000).flat_map(|n| event(n, size)).collect();
+            let mut stream = EventStream::new(Trickle::new(&events, step, Some(io::ErrorKind::WouldBlock)));
+            let mut seen = 0;
+            loop {
+                match stream.next_event() {
+                    Ok(Some(event)) => {
+                        assert_eq!(event.last_event_id, seen.to_string());
+                        seen += 1;
+                    }
+                    Ok(None) => break,
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        let unconsumed = stream.buf.len() - stream.pos;
+                        let kept = stream.buf.capacity();
+                        assert!(kept <= unconsumed + READ_CHUNK, "{kept} bytes kept for {unconsumed}");
+                        if step == size {
+                            assert_eq!(kept, 0, "a stream waiting between events keeps its buffer");
+                        }
+                    }
+                    Err(err) => panic!("{err}"),
+                }
+            }
+            assert_eq!(seen, 2000);
+        }
+
+        // A line of 4 MiB: the buffer grows with it, so the reads stay few.
+        let long = format!("data: {}\n\n", "y".repeat(4 << 20));
+        let mut reads = 0;
+        let counted = CountReads { inner: long.as_bytes(), reads: &mut reads };
+        let mut stream = EventStream::new(counted);
+        assert_eq!(stream.next_event().unwrap().map(|event| event.data.len()), Some(4 << 20));
+        drop(stream);
+        assert!(reads < 600, "{reads} reads for 4 MiB");
+    }
+
+    struct CountReads<'a> {
+        inner: &'a [u8],
+        reads: &'a mut usize,
+    }
+
+    impl Read for CountReads<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            *self.reads += 1;
+            self.inner.read(out)
         }
     }
 
