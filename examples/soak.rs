@@ -14,7 +14,8 @@
 //!
 //! What it does, all in this process, on 127.0.0.1:
 //! 1. Raises `RLIMIT_NOFILE` to its hard limit, starts a server, runs a 10 s warm-up round (so that
-//!    the allocator and the thread-stack cache are at their working size) and records the baseline:
+//!    the allocator, the thread-stack cache and the log, which holds what this round publishes, are
+//!    at their working size) and records the baseline:
 //!    open file descriptors (`/proc/self/fd`), threads and RSS (`/proc/self/status`).
 //! 2. Each round: healthy clients read every event and check that ids are consecutive (no gap, no
 //!    duplicate, data matching its id); every so often one of them drops its connection and resumes
@@ -122,7 +123,11 @@ fn soak(options: &Options, report: &mut Report) {
         .send_timeout(Duration::from_secs(5))
         .queue_capacity(64)
         .queue_max_bytes(16 << 20)
-        .history_capacity(50_000)
+        // The log holds what the warm-up round publishes, so that it is at its working size when the
+        // baseline is taken, as the allocator is: a log still filling grows RSS with every event (by
+        // up to a page for each small one, published amid the churn), which is its bound, not a leak.
+        // Ten seconds of events is still far more than any resume needs.
+        .history_capacity(history_capacity(options))
         .history_max_bytes(256 << 20)
         .reconnect_after(Duration::from_millis(100));
     let handler = SseHandler::builder(config)
@@ -292,6 +297,11 @@ fn soak(options: &Options, report: &mut Report) {
             shutdown.forced
         ),
     );
+}
+
+/// Events the warm-up round publishes: the log's size.
+fn history_capacity(options: &Options) -> usize {
+    (u64::from(options.rate) * WARM_UP.as_secs()).max(100) as usize
 }
 
 /// What one round did.
