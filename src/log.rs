@@ -532,12 +532,6 @@ impl<T: RingItem> Ring<T> {
         self.items.read()
     }
 
-    /// As [`Items::read`], under the read lock.
-    #[cfg_attr(not(feature = "websocket"), allow(dead_code))] // the WebSocket broadcast log's
-    pub(crate) fn read(&self, from: u64, visit: impl FnMut(&T) -> bool) -> Option<u64> {
-        self.items.read().read(from, visit)
-    }
-
     /// Blocks the calling thread, whose `waiter` this is, until the head is past `seen`, `timeout`
     /// passes, or the thread is unparked; it may also return for no reason.
     pub(crate) fn wait(&self, seen: u64, waiter: &Arc<Waiter>, timeout: Duration) {
@@ -707,11 +701,11 @@ mod tests {
         assert_eq!((ring.push(frame(2)), ring.push(frame(2)), ring.push(frame(2))), (0, 1, 2));
         ring.push(frame(2));
         assert_eq!((ring.len(), ring.bytes()), (3, 6), "by count");
-        assert_eq!(ring.read(0, |_| true), None, "position 0 has left");
+        assert_eq!(ring.lock_read().read(0, |_| true), None, "position 0 has left");
         ring.push(frame(7));
         assert_eq!((ring.len(), ring.bytes()), (2, 9), "by bytes");
         let mut sizes = Vec::new();
-        let next = ring.read(3, |item| {
+        let next = ring.lock_read().read(3, |item| {
             sizes.push(item.len());
             true
         });

@@ -72,6 +72,7 @@ mod frame;
 mod handler;
 mod handshake;
 mod message;
+mod outbound;
 
 #[cfg(feature = "fuzzing")]
 pub(crate) use frame::{ReadError, Role};
