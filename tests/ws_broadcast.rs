@@ -113,8 +113,9 @@ fn a_client_whose_unread_broadcasts_left_the_log_is_closed_as_slow_while_the_oth
 
 #[test]
 fn a_message_to_one_comes_after_the_broadcasts_sent_before_it_and_reaches_only_that_one() {
-    const ROUNDS: usize = 500;
-    let server = start(WsConfig::default());
+    const ROUNDS: usize = 2000;
+    // Room for all of them, however far behind the writers are scheduled.
+    let server = start(WsConfig::default().queue_capacity(2 * ROUNDS + 1));
     let mut target = open(server.addr);
     let mut other = open(server.addr);
     wait_until("both registered", || server.handler.connection_count() == 2);

@@ -396,7 +396,7 @@ impl Writer {
     /// between the reader and the writer. Anything sent after this call is left.
     fn flush(&mut self, batch: &mut Batch) -> Result<Flushed, Closed> {
         if self.connection.close_reason() == Some(&CloseReason::SlowClient) {
-            return Ok(Flushed::All); // no backlog for a client dropped as slow
+            return Ok(Flushed::Dropped); // no backlog for a client dropped as slow
         }
         let mut bound = self.outbox.sent_so_far();
         loop {
@@ -489,6 +489,8 @@ impl Writer {
                 self.fell_behind(behind);
                 self.close_now(slow_client_frame(), CloseCause::SlowClient, None)
             }
+            // Dropped by a publisher before the writer could say so: it ends as a slow client.
+            Ok(Flushed::Dropped) => self.close_now(slow_client_frame(), CloseCause::SlowClient, None),
             Ok(Flushed::All) => Closed::abnormal(CloseCause::ClientGone),
         }
     }
@@ -526,6 +528,8 @@ enum Flushed {
     Close(CloseFrame, CloseCause),
     /// Broadcasts not written yet had left the log.
     FellBehind(FellBehind),
+    /// Nothing: a publisher dropped the connection as a slow client (its queue was full).
+    Dropped,
 }
 
 #[cfg(test)]

@@ -191,8 +191,12 @@ impl Outbox {
         bound: &mut Bound,
     ) -> Result<Option<(CloseFrame, CloseCause)>, FellBehind> {
         loop {
+            // The head is taken before the queue is looked at, and nothing past it is read until the
+            // queue is looked at again: a message this look misses was sent after it, hence before any
+            // broadcast past this head that its sender sent next, and is written before those.
+            let head = self.broadcasts.head();
             self.take_private(bound);
-            let until = self.next_private.as_ref().map_or(u64::MAX, |private| private.after).min(bound.head);
+            let until = self.next_private.as_ref().map_or(head, |private| private.after).min(bound.head);
             if self.cursor < until {
                 let mut position = self.cursor;
                 let mut copied = 0;
@@ -221,9 +225,10 @@ impl Outbox {
                     continue; // there may be more: read on, with the lock let go in between
                 }
                 if self.cursor < until {
-                    return Ok(None); // full, or everything the log holds is in the batch
+                    return Ok(None); // full
                 }
             }
+            // Everything up to `until` is in the batch: the message of its own comes next, if any.
             let Some(private) = self.next_private.as_ref() else { return Ok(None) };
             if let Outbound::Frame(frame) = &private.item {
                 if !batch.add(frame) {
