@@ -138,10 +138,11 @@ fn a_message_to_one_comes_after_the_broadcasts_sent_before_it_and_reaches_only_t
 
 #[test]
 fn a_ping_is_answered_before_a_backlog_of_broadcasts() {
-    // 2000 broadcasts of 4 KiB (8 MiB) wait for a client that does not read; then it pings. The pong
-    // goes out after at most the batch being written, not after the backlog.
-    const SENT: usize = 2000;
-    let server = start(WsConfig::default());
+    // 4000 broadcasts of 4 KiB (16 MiB, several times what the socket buffers hold) wait for a client
+    // that does not read; then it pings. The pong goes out after the write in progress, not after the
+    // backlog.
+    const SENT: usize = 4000;
+    let server = start(WsConfig::default().broadcast_max_bytes(32 << 20));
     let mut stream = open_with_receive_buffer(server.addr, 32 * 1024);
     wait_until("registered", || server.handler.connection_count() == 1);
     let payload = "b".repeat(4096);
