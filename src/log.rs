@@ -10,10 +10,10 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockReadGuard};
 
 use crate::error::Result;
 use crate::event::Event;
@@ -165,23 +165,13 @@ pub struct FellBehind {
 /// and from one process to the next, so an id a client kept from an earlier process is never taken
 /// for an event of this one.
 pub struct MemoryLog {
-    ring: RwLock<Ring>,
-    /// The ring's head, readable without its lock.
-    head: AtomicU64,
-    waiters: WaitList,
-    capacity: usize,
-    max_bytes: Option<usize>,
+    ring: Ring<Stored>,
+    /// Events whose id the log did not give (the publisher's own): only then must a resume search.
+    /// Changed only under the ring's write lock (as events come and go), so a reader holding its read
+    /// lock sees the count of what it reads.
+    foreign_ids: AtomicUsize,
     max_age: Option<Duration>,
     clock: Box<dyn Fn() -> Instant + Send + Sync>,
-}
-
-struct Ring {
-    events: VecDeque<Stored>,
-    /// The position of `events[0]`.
-    tail: u64,
-    bytes: usize,
-    /// Events whose id the log did not give (the publisher's own): only then must a resume search.
-    foreign_ids: usize,
 }
 
 struct Stored {
@@ -191,21 +181,15 @@ struct Stored {
     numbered: bool,
 }
 
-impl Ring {
-    fn head(&self) -> u64 {
-        self.tail + self.events.len() as u64
+impl Stored {
+    fn is_foreign(&self) -> bool {
+        !self.numbered && self.event.id().is_some()
     }
+}
 
-    fn pop_oldest(&mut self) {
-        if let Some(stored) = self.events.pop_front() {
-            self.bytes -= stored.event.as_bytes().len();
-            self.foreign_ids -= usize::from(!stored.numbered && stored.event.id().is_some());
-            self.tail += 1;
-        }
-    }
-
-    fn get(&self, position: u64) -> Option<&Stored> {
-        self.events.get(usize::try_from(position.checked_sub(self.tail)?).ok()?)
+impl RingItem for Stored {
+    fn size(&self) -> usize {
+        self.event.as_bytes().len()
     }
 }
 
@@ -215,16 +199,8 @@ impl MemoryLog {
         let first =
             SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |t| t.as_nanos() as u64);
         MemoryLog {
-            ring: RwLock::new(Ring {
-                events: VecDeque::with_capacity(capacity.clamp(1, 4096)),
-                tail: first,
-                bytes: 0,
-                foreign_ids: 0,
-            }),
-            head: AtomicU64::new(first),
-            waiters: WaitList::default(),
-            capacity: capacity.max(1),
-            max_bytes: None,
+            ring: Ring::new(first, capacity),
+            foreign_ids: AtomicUsize::new(0),
             max_age: None,
             clock: Box::new(Instant::now),
         }
@@ -233,7 +209,7 @@ impl MemoryLog {
     /// Also keeps at most `bytes` bytes of encoded events, dropping the oldest first. The newest
     /// event is always kept, however large, or readers could not get it at all.
     pub fn max_bytes(mut self, bytes: usize) -> MemoryLog {
-        self.max_bytes = Some(bytes);
+        self.ring = self.ring.max_bytes(bytes);
         self
     }
 
@@ -252,12 +228,12 @@ impl MemoryLog {
 
     /// The most events it keeps.
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.ring.capacity()
     }
 
     /// How many events it holds now.
     pub fn len(&self) -> usize {
-        self.ring.read().events.len()
+        self.ring.len()
     }
 
     /// Whether it holds no event.
@@ -267,7 +243,7 @@ impl MemoryLog {
 
     /// Bytes of encoded events it holds now.
     pub fn bytes(&self) -> usize {
-        self.ring.read().bytes
+        self.ring.bytes()
     }
 
     /// Whether `stored` is past the age bound.
@@ -279,24 +255,24 @@ impl MemoryLog {
     }
 
     /// The position of the oldest event that is not past the age bound.
-    fn first_live(&self, ring: &Ring) -> u64 {
+    fn first_live(&self, items: &Items<Stored>) -> u64 {
         if self.max_age.is_none() {
-            return ring.tail;
+            return items.tail();
         }
         let now = (self.clock)();
-        ring.tail + ring.events.partition_point(|stored| self.expired(stored, now)) as u64
+        items.tail() + items.entries.partition_point(|stored| self.expired(stored, now)) as u64
     }
 }
 
 impl std::fmt::Debug for MemoryLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ring = self.ring.read();
+        let items = self.ring.lock_read();
         f.debug_struct("MemoryLog")
-            .field("tail", &ring.tail)
-            .field("head", &ring.head())
-            .field("bytes", &ring.bytes)
-            .field("capacity", &self.capacity)
-            .field("max_bytes", &self.max_bytes)
+            .field("tail", &items.tail())
+            .field("head", &items.head())
+            .field("bytes", &items.bytes())
+            .field("capacity", &self.ring.capacity())
+            .field("max_bytes", &self.ring.max_bytes_bound())
             .field("max_age", &self.max_age)
             .finish_non_exhaustive()
     }
@@ -306,39 +282,30 @@ impl EventLog for MemoryLog {
     fn append(&self, event: Event, number: bool) -> Result<Event> {
         // The clock is read only for an age bound, and before the lock.
         let now = self.max_age.map(|_| (self.clock)());
-        let head = {
-            let mut ring = self.ring.write();
-            let position = ring.head();
-            let numbered = number && event.id().is_none() && event.has_data();
-            let event = if numbered { event.with_id(position.to_string()) } else { event };
-            let size = event.as_bytes().len();
-            if let Some(now) = now {
-                while ring.events.front().is_some_and(|oldest| self.expired(oldest, now)) {
-                    ring.pop_oldest();
-                }
-            }
-            while ring.events.len() >= self.capacity
-                || self.max_bytes.is_some_and(|max| !ring.events.is_empty() && ring.bytes + size > max)
-            {
-                ring.pop_oldest();
-            }
-            ring.bytes += size;
-            ring.foreign_ids += usize::from(!numbered && event.id().is_some());
-            ring.events.push_back(Stored { event: event.clone(), at: now, numbered });
-            self.head.store(position + 1, Ordering::SeqCst);
-            (position + 1, event)
-        };
-        self.waiters.wake_behind(head.0);
-        Ok(head.1)
+        let mut appended = None;
+        self.ring.append(
+            |position| {
+                let numbered = number && event.id().is_none() && event.has_data();
+                let event = if numbered { event.with_id(position.to_string()) } else { event };
+                appended = Some(event.clone());
+                let stored = Stored { event, at: now, numbered };
+                self.foreign_ids.fetch_add(usize::from(stored.is_foreign()), Ordering::Relaxed);
+                stored
+            },
+            |oldest| now.is_some_and(|now| self.expired(oldest, now)),
+            |dropped| {
+                self.foreign_ids.fetch_sub(usize::from(dropped.is_foreign()), Ordering::Relaxed);
+            },
+        );
+        Ok(appended.expect("the ring builds the event it appends"))
     }
 
     fn head(&self) -> u64 {
-        self.head.load(Ordering::SeqCst)
+        self.ring.head()
     }
 
     fn oldest(&self) -> u64 {
-        let ring = self.ring.read();
-        self.first_live(&ring)
+        self.first_live(&self.ring.lock_read())
     }
 
     fn count_from(&self, from: u64) -> usize {
@@ -346,44 +313,235 @@ impl EventLog for MemoryLog {
     }
 
     fn position_after(&self, last_event_id: &str) -> Option<u64> {
-        let ring = self.ring.read();
-        let first_live = self.first_live(&ring);
+        let items = self.ring.lock_read();
+        let foreign_ids = self.foreign_ids.load(Ordering::Relaxed);
+        let first_live = self.first_live(&items);
         // Ids the log gave are positions: found at once.
         if let Some(position) = last_event_id.parse::<u64>().ok().filter(|p| *p >= first_live) {
-            if let Some(stored) = ring.get(position) {
-                if stored.event.id() == Some(last_event_id) && ring.foreign_ids == 0 {
+            if let Some(stored) = items.get(position) {
+                if stored.event.id() == Some(last_event_id) && foreign_ids == 0 {
                     return Some(position + 1);
                 }
             }
         }
-        if ring.foreign_ids == 0 {
+        if foreign_ids == 0 {
             return None;
         }
         // Publishers' own ids: search from the newest end, where a reconnecting client usually is.
-        let live = usize::try_from(first_live - ring.tail).unwrap_or(usize::MAX);
-        let found = ring.events.range(live..).rposition(|stored| stored.event.id() == Some(last_event_id))?;
+        let live = usize::try_from(first_live - items.tail()).unwrap_or(usize::MAX);
+        let found =
+            items.entries.range(live..).rposition(|stored| stored.event.id() == Some(last_event_id))?;
         Some(first_live + found as u64 + 1)
     }
 
     fn read(&self, from: u64, visit: &mut dyn FnMut(&Event) -> bool) -> std::result::Result<u64, FellBehind> {
-        let ring = self.ring.read();
-        if from < ring.tail {
-            let oldest = self.first_live(&ring);
-            return Err(FellBehind { oldest, missed: oldest - from });
+        let items = self.ring.lock_read();
+        items.read(from, |stored| visit(&stored.event)).ok_or_else(|| {
+            let oldest = self.first_live(&items);
+            FellBehind { oldest, missed: oldest - from }
+        })
+    }
+
+    fn wait(&self, seen: u64, waiter: &Arc<Waiter>, timeout: Duration) {
+        self.ring.wait(seen, waiter, timeout);
+    }
+}
+
+/// What a [`Ring`] holds: anything that knows its size in bytes, for the ring's byte bound.
+pub(crate) trait RingItem {
+    /// Its size in bytes.
+    fn size(&self) -> usize;
+}
+
+impl RingItem for Arc<[u8]> {
+    fn size(&self) -> usize {
+        self.len()
+    }
+}
+
+/// Items in the order they were appended, each at a position one greater than the one before, bounded
+/// by count and optionally by bytes (the oldest leave first; the newest is always kept), with the
+/// readers that wait for the head to move. The in-memory part of [`MemoryLog`] (which holds events
+/// and adds ids and an age bound), and the broadcast log of a WebSocket handler (which holds encoded
+/// frames).
+///
+/// Readers read under a read lock, from a position of their own, and copy or share what they read; an
+/// append takes the write lock for a push and the evictions it causes, then wakes the readers that
+/// wait ([`WaitList`]).
+pub(crate) struct Ring<T> {
+    items: RwLock<Items<T>>,
+    /// The head, readable without the lock.
+    head: AtomicU64,
+    waiters: WaitList,
+    capacity: usize,
+    max_bytes: Option<usize>,
+}
+
+/// A [`Ring`]'s items, as its lock guards them.
+pub(crate) struct Items<T> {
+    entries: VecDeque<T>,
+    /// The position of `entries[0]`.
+    tail: u64,
+    bytes: usize,
+}
+
+impl<T> Items<T> {
+    /// The position of the oldest item (the head, when there is none).
+    pub(crate) fn tail(&self) -> u64 {
+        self.tail
+    }
+
+    /// The position the next item will take.
+    pub(crate) fn head(&self) -> u64 {
+        self.tail + self.entries.len() as u64
+    }
+
+    /// Bytes of the items held.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The item at `position`, if held.
+    pub(crate) fn get(&self, position: u64) -> Option<&T> {
+        self.entries.get(usize::try_from(position.checked_sub(self.tail)?).ok()?)
+    }
+
+    /// Hands the items from position `from` on to `visit`, oldest first, until `visit` returns `false`
+    /// (that item is not consumed) or the head is reached; returns the position to read from next.
+    /// `None` when items from `from` on have already left.
+    pub(crate) fn read(&self, from: u64, mut visit: impl FnMut(&T) -> bool) -> Option<u64> {
+        if from < self.tail {
+            return None;
         }
         let mut next = from;
-        let start = usize::try_from(from - ring.tail).unwrap_or(usize::MAX);
-        for stored in ring.events.range(start.min(ring.events.len())..) {
-            if !visit(&stored.event) {
+        let start = usize::try_from(from - self.tail).unwrap_or(usize::MAX);
+        for item in self.entries.range(start.min(self.entries.len())..) {
+            if !visit(item) {
                 break;
             }
             next += 1;
         }
-        Ok(next)
+        Some(next)
     }
 
-    fn wait(&self, seen: u64, waiter: &Arc<Waiter>, timeout: Duration) {
+    fn pop_oldest(&mut self) -> Option<T>
+    where
+        T: RingItem,
+    {
+        let item = self.entries.pop_front()?;
+        self.bytes -= item.size();
+        self.tail += 1;
+        Some(item)
+    }
+}
+
+impl<T: RingItem> Ring<T> {
+    /// An empty ring whose first item will be at position `first`, keeping the last `capacity` items
+    /// (at least one).
+    pub(crate) fn new(first: u64, capacity: usize) -> Ring<T> {
+        Ring {
+            items: RwLock::new(Items {
+                entries: VecDeque::with_capacity(capacity.clamp(1, 4096)),
+                tail: first,
+                bytes: 0,
+            }),
+            head: AtomicU64::new(first),
+            waiters: WaitList::default(),
+            capacity: capacity.max(1),
+            max_bytes: None,
+        }
+    }
+
+    /// Also keeps at most `bytes` bytes of items, dropping the oldest first; the newest is always
+    /// kept, however large.
+    pub(crate) fn max_bytes(mut self, bytes: usize) -> Ring<T> {
+        self.max_bytes = Some(bytes);
+        self
+    }
+
+    /// The most items it keeps.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The most bytes it keeps, if bounded by bytes.
+    pub(crate) fn max_bytes_bound(&self) -> Option<usize> {
+        self.max_bytes
+    }
+
+    /// How many items it holds now.
+    pub(crate) fn len(&self) -> usize {
+        self.items.read().entries.len()
+    }
+
+    /// Bytes of the items it holds now.
+    pub(crate) fn bytes(&self) -> usize {
+        self.items.read().bytes
+    }
+
+    /// The position the next item will take: a reader there has read all.
+    pub(crate) fn head(&self) -> u64 {
+        self.head.load(Ordering::SeqCst)
+    }
+
+    /// Appends `item` and wakes the readers waiting for it; returns its position.
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))] // the WebSocket broadcast log's
+    pub(crate) fn push(&self, item: T) -> u64 {
+        self.append(|_| item, |_| false, |_| {})
+    }
+
+    /// Appends the item that `make` builds for its position, and wakes the readers waiting for it;
+    /// returns that position. Before the push, the oldest items leave while `expired` says so, then
+    /// while the ring would be over its bounds with the new item; `dropped` sees each that leaves.
+    /// All three run under the write lock.
+    pub(crate) fn append(
+        &self,
+        make: impl FnOnce(u64) -> T,
+        expired: impl Fn(&T) -> bool,
+        mut dropped: impl FnMut(&T),
+    ) -> u64 {
+        let position = {
+            let mut items = self.items.write();
+            // Evictions move the tail, not the head: the position is known before them.
+            let position = items.head();
+            let item = make(position);
+            let size = item.size();
+            while items.entries.front().is_some_and(&expired) {
+                if let Some(oldest) = items.pop_oldest() {
+                    dropped(&oldest);
+                }
+            }
+            while items.entries.len() >= self.capacity
+                || self.max_bytes.is_some_and(|max| !items.entries.is_empty() && items.bytes + size > max)
+            {
+                if let Some(oldest) = items.pop_oldest() {
+                    dropped(&oldest);
+                }
+            }
+            items.bytes += size;
+            items.entries.push_back(item);
+            self.head.store(position + 1, Ordering::SeqCst);
+            position
+        };
+        self.waiters.wake_behind(position + 1);
+        position
+    }
+
+    /// The items, locked for reading: hold the guard only to copy.
+    pub(crate) fn lock_read(&self) -> RwLockReadGuard<'_, Items<T>> {
+        self.items.read()
+    }
+
+    /// Blocks the calling thread, whose `waiter` this is, until the head is past `seen`, `timeout`
+    /// passes, or the thread is unparked; it may also return for no reason.
+    pub(crate) fn wait(&self, seen: u64, waiter: &Arc<Waiter>, timeout: Duration) {
         self.waiters.wait(seen, || self.head(), waiter, timeout);
+    }
+
+    /// How many readers are on the wait list.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiters.len()
     }
 }
 
@@ -493,8 +651,8 @@ mod tests {
     /// Waits (bounded) until `n` readers are on the wait list.
     fn until_listed(log: &MemoryLog, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while log.waiters.len() < n {
-            assert!(Instant::now() < deadline, "{} of {n} waiting", log.waiters.len());
+        while log.ring.waiting() < n {
+            assert!(Instant::now() < deadline, "{} of {n} waiting", log.ring.waiting());
             std::thread::yield_now();
         }
     }
@@ -519,7 +677,7 @@ mod tests {
             (0..3 * crate::wait::FANOUT * crate::wait::FANOUT).map(|_| waiting(&log, seen)).collect();
         until_listed(&log, readers.len());
         log.append(data("a"), true).unwrap();
-        assert_eq!(log.waiters.len(), 0, "all taken off the list at once");
+        assert_eq!(log.ring.waiting(), 0, "all taken off the list at once");
         for reader in readers {
             reader.join().unwrap();
         }
@@ -533,7 +691,27 @@ mod tests {
             // Connections that waited, then closed without the log ever moving.
             log.wait(head, &Waiter::current(), Duration::from_micros(1));
         }
-        assert!(log.waiters.len() < 200, "{} entries kept", log.waiters.len());
+        assert!(log.ring.waiting() < 200, "{} entries kept", log.ring.waiting());
+    }
+
+    #[test]
+    fn a_ring_of_other_items_has_the_same_bounds_and_tells_a_reader_left_behind() {
+        let ring: Ring<Arc<[u8]>> = Ring::new(0, 3).max_bytes(10);
+        let frame = |len: usize| -> Arc<[u8]> { vec![b'f'; len].into() };
+        assert_eq!((ring.push(frame(2)), ring.push(frame(2)), ring.push(frame(2))), (0, 1, 2));
+        ring.push(frame(2));
+        assert_eq!((ring.len(), ring.bytes()), (3, 6), "by count");
+        assert_eq!(ring.lock_read().read(0, |_| true), None, "position 0 has left");
+        ring.push(frame(7));
+        assert_eq!((ring.len(), ring.bytes()), (2, 9), "by bytes");
+        let mut sizes = Vec::new();
+        let next = ring.lock_read().read(3, |item| {
+            sizes.push(item.len());
+            true
+        });
+        assert_eq!((next, sizes), (Some(5), vec![2, 7]));
+        ring.push(frame(40));
+        assert_eq!((ring.len(), ring.head()), (1, 6), "the newest is kept, however large");
     }
 
     #[test]
@@ -543,6 +721,6 @@ mod tests {
         for _ in 0..10 {
             log.wait(log.head(), &waiter, Duration::from_micros(1));
         }
-        assert_eq!(log.waiters.len(), 1);
+        assert_eq!(log.ring.waiting(), 1);
     }
 }

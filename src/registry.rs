@@ -257,7 +257,19 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
+    /// A connection served by the calling thread.
     pub(crate) fn new(info: ConnectionInfo, socket: Option<Arc<TcpStream>>) -> Connection {
+        Connection::served_by(info, socket, std::thread::current())
+    }
+
+    /// A connection whose messages `thread` writes: the one [`wake_now`](Connection::wake_now)
+    /// unparks.
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))] // a WebSocket connection's writer thread
+    pub(crate) fn served_by(
+        info: ConnectionInfo,
+        socket: Option<Arc<TcpStream>>,
+        thread: Thread,
+    ) -> Connection {
         Connection {
             info,
             pending: AtomicUsize::new(0),
@@ -268,7 +280,7 @@ impl Connection {
             socket,
             finished: Mutex::new(false),
             finished_signal: Condvar::new(),
-            thread: std::thread::current(),
+            thread,
         }
     }
 

@@ -186,20 +186,27 @@ fn a_client_that_answers_pings_stays_connected() {
 
 #[test]
 fn a_slow_client_is_dropped_when_its_queue_is_full() {
-    // A long send timeout, so that only the full queue can end the stalled client.
+    // A long send timeout, so that only the full queue can end the stalled client. (Broadcasts do not
+    // go through this queue: see tests/ws_broadcast.rs for a client that falls behind them.)
     let server = start(WsConfig::default().queue_capacity(4).send_timeout(Duration::from_secs(120)));
     let stalled = open(server.addr); // never read
     let mut healthy = client::connect(server.addr, "/ws", &[], TIMEOUT).unwrap();
     wait_until("both registered", || server.handler.connection_count() == 2);
+    let ids = server.handler.connection_ids();
     let payload = "x".repeat(256 * 1024);
     let mut sent = 0;
-    while server.handler.slow_client_drops() == 0 {
+    let refused = loop {
         assert!(sent < 1000, "the stalled client was never dropped");
-        server.handler.send_all(format!("{sent} {payload}")).unwrap();
+        server.handler.send_one(ids[1], format!("{sent} {payload}")).unwrap();
         let got = healthy.recv_message().unwrap().unwrap();
         assert!(got.as_text().unwrap().starts_with(&format!("{sent} ")), "in order");
-        sent += 1;
-    }
+        match server.handler.send_one(ids[0], payload.as_str()) {
+            Ok(()) => sent += 1,
+            Err(err) => break err,
+        }
+    };
+    assert!(matches!(refused, Error::QueueFull(_)), "{refused:?}");
+    assert_eq!(server.handler.slow_client_drops(), 1);
     assert_eq!(server.handler.connection_count(), 1);
     server.handler.send_all("after").unwrap();
     assert_eq!(healthy.recv_message().unwrap(), Some(Message::Text("after".into())));

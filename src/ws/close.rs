@@ -18,7 +18,12 @@ pub enum CloseCause {
     ClientGone,
     /// A write blocked longer than the send timeout: the client stopped reading.
     SendTimeout,
-    /// The client fell `queue_capacity` messages or `queue_max_bytes` bytes behind and was dropped.
+    /// The client fell too far behind and was dropped: broadcasts it had not been sent left the
+    /// handler's broadcast log ([`WsConfig::broadcast_capacity`](super::WsConfig::broadcast_capacity),
+    /// [`broadcast_max_bytes`](super::WsConfig::broadcast_max_bytes)), or messages sent to it alone
+    /// piled up past [`queue_capacity`](super::WsConfig::queue_capacity) or
+    /// [`queue_max_bytes`](super::WsConfig::queue_max_bytes). It is sent close code 1008 once its
+    /// writer can write again (code 1006 in [`Closed`] when it never could).
     SlowClient,
     /// [`WsHandler::stop_one`](super::WsHandler::stop_one) closed it, with the code in [`Closed`].
     Stopped,

@@ -63,11 +63,24 @@ pub struct WsConfig {
     /// How long to wait for the client's close frame after sending ours, before closing the TCP
     /// connection anyway. Default 3 s.
     pub close_timeout: Duration,
-    /// Messages that may wait in one connection's outbound queue. When a client falls this far
-    /// behind, it is disconnected, as on the SSE side. Default 1024.
+    /// Broadcasts ([`send_all`](super::WsHandler::send_all)) the handler's broadcast log keeps: how
+    /// far behind, in messages, a connection may fall. Every broadcast is appended to the log once,
+    /// and each connection's writer reads it from its own position; a connection whose unwritten
+    /// broadcasts leave the log is closed as a slow client (close code 1008,
+    /// [`CloseCause::SlowClient`](super::CloseCause::SlowClient)). Memory is spent once per handler,
+    /// not per connection (as the SSE side's `history_capacity`). Default 10,000; at least 1.
+    pub broadcast_capacity: usize,
+    /// The most bytes of broadcasts (as frames) the broadcast log keeps, oldest dropped first (the
+    /// newest is always kept, however large): how far behind, in bytes, a connection may fall, as for
+    /// [`broadcast_capacity`](WsConfig::broadcast_capacity). Default 16 MiB; at least 1.
+    pub broadcast_max_bytes: usize,
+    /// Messages sent to one connection alone ([`send_one`](super::WsHandler::send_one),
+    /// [`WsConnection::send`](super::WsConnection::send)) that may wait for it unwritten; a client
+    /// that lets more pile up is dropped as a slow client, as on the SSE side. Broadcasts do not
+    /// count: they live in the broadcast log. Default 1024.
     pub queue_capacity: usize,
-    /// Bytes of messages (as frames) that may wait in one connection's outbound queue; one message is
-    /// always let in, however large. A client that falls this far behind is disconnected, as for
+    /// Bytes of such messages (as frames) that may wait for one connection; one message is always let
+    /// in, however large. A client that lets more pile up is dropped, as for
     /// [`queue_capacity`](WsConfig::queue_capacity): without it, an echo of large messages to a
     /// client that reads none of them would hold `queue_capacity` of them. Default 4 MiB.
     pub queue_max_bytes: usize,
@@ -92,6 +105,8 @@ impl Default for WsConfig {
             pong_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(3),
+            broadcast_capacity: 10_000,
+            broadcast_max_bytes: 16 * 1024 * 1024,
             queue_capacity: 1024,
             queue_max_bytes: 4 * 1024 * 1024,
             max_frame_size: 1 << 20,
@@ -125,6 +140,18 @@ impl WsConfig {
     /// Sets [`WsConfig::close_timeout`].
     pub fn close_timeout(mut self, timeout: Duration) -> WsConfig {
         self.close_timeout = timeout;
+        self
+    }
+
+    /// Sets [`WsConfig::broadcast_capacity`].
+    pub fn broadcast_capacity(mut self, messages: usize) -> WsConfig {
+        self.broadcast_capacity = messages;
+        self
+    }
+
+    /// Sets [`WsConfig::broadcast_max_bytes`].
+    pub fn broadcast_max_bytes(mut self, bytes: usize) -> WsConfig {
+        self.broadcast_max_bytes = bytes;
         self
     }
 
@@ -185,6 +212,11 @@ impl WsConfig {
         if let Some((name, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
             return Err(Error::InvalidConfig(format!("{name} must be more than zero")));
         }
+        if self.broadcast_capacity == 0 || self.broadcast_max_bytes == 0 {
+            return Err(Error::InvalidConfig(
+                "broadcast_capacity and broadcast_max_bytes must be at least 1".into(),
+            ));
+        }
         if self.queue_capacity == 0 || self.queue_max_bytes == 0 {
             return Err(Error::InvalidConfig("queue_capacity and queue_max_bytes must be at least 1".into()));
         }
@@ -217,6 +249,8 @@ mod tests {
         assert!(WsConfig::default().validate().is_ok());
         assert!(WsConfig::default().heartbeat(Duration::ZERO).validate().is_err());
         assert!(WsConfig::default().pong_timeout(Duration::ZERO).validate().is_err());
+        assert!(WsConfig::default().broadcast_capacity(0).validate().is_err());
+        assert!(WsConfig::default().broadcast_max_bytes(0).validate().is_err());
         assert!(WsConfig::default().queue_capacity(0).validate().is_err());
         assert!(WsConfig::default().queue_max_bytes(0).validate().is_err());
         assert!(WsConfig::default().max_message_size(0).validate().is_err());

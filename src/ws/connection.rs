@@ -1,11 +1,13 @@
 //! One connection after the handshake: a reader and a writer over two handles of the same socket.
 //!
 //! The reader (the connection's own thread) blocks in `read` and hands what arrives to the application
-//! (messages) or to the writer (pings to answer, close frames, protocol errors). The writer (a thread of
-//! its own) blocks on two queues at once: the outbound queue that `send_one`/`send_all` push into, and
-//! the reader's control queue. Every byte sent goes through the writer, so frames never interleave, and
-//! the writer wakes the moment something is queued: no polling tick anywhere. The one timer is the
-//! writer's wait itself, whose deadline is the next heartbeat, pong or close timeout.
+//! (messages) or to the writer (pings to answer, close frames, protocol errors), through the control
+//! queue. The writer (a thread of its own) writes everything that goes out: the control frames, the
+//! broadcasts it reads from the handler's log at its own cursor, and the messages of its connection's
+//! own queue (see [`super::outbound`]). When it has nothing to do it parks, and whoever gives it
+//! something unparks it: a publisher moving the log, the application queuing a message or a close,
+//! the reader queuing a control message. No polling tick anywhere; the one timer is the park's own
+//! timeout, the next heartbeat, pong or close timeout.
 //!
 //! The writer owns the closing handshake and decides how the connection ended; when it is done it
 //! shuts the socket down, which ends the reader's blocking read.
@@ -14,34 +16,20 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, never, select_biased};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use parking_lot::Mutex;
 
 use super::close::{CloseCause, Closed, NO_STATUS};
 use super::frame::{self, OpCode, ReadError, Violation};
 use super::message::{CloseFrame, Incoming, Message, MessageReader, close_payload};
+use super::outbound::{Batch, Bound, Outbox};
 use crate::http;
-use crate::registry::{CloseReason, Connection, Queued};
-
-/// What the application queues for one connection (the registry's message type).
-#[derive(Debug, Clone)]
-pub(crate) enum Outbound {
-    /// A data message, already encoded as a frame (shared by every connection a broadcast reaches).
-    Frame(Arc<[u8]>),
-    /// Start the closing handshake.
-    Close { frame: CloseFrame, cause: CloseCause },
-}
-
-impl Queued for Outbound {
-    fn queued_size(&self) -> usize {
-        match self {
-            Outbound::Frame(bytes) => bytes.len(),
-            Outbound::Close { .. } => 0,
-        }
-    }
-}
+use crate::log::FellBehind;
+use crate::registry::{CloseReason, Connection};
+use crate::wait::Waiter;
 
 /// What the reader tells the writer. At most one of each kind is ever waiting: a ping to answer (its
 /// payload waits in [`Liveness`], where a newer one replaces it), the answer to our ping, and the
@@ -65,6 +53,28 @@ pub(crate) enum Control {
 /// The room the control queue needs: one of each kind of [`Control`] that can wait at once. It is
 /// bounded all the same, so that a mistake in that count would slow a reader down, not grow memory.
 pub(crate) const CONTROL_CAPACITY: usize = 4;
+
+/// The reader's end of the control queue: every message is followed by an unpark of the writer, so a
+/// writer that looked at the queue just before the message came, and parks, wakes at once.
+#[derive(Debug)]
+pub(crate) struct ControlSender {
+    sender: Sender<Control>,
+    writer: Thread,
+}
+
+impl ControlSender {
+    /// The sending end of a queue that `writer` reads.
+    pub(crate) fn new(sender: Sender<Control>, writer: Thread) -> ControlSender {
+        ControlSender { sender, writer }
+    }
+
+    /// Queues `control` and wakes the writer; an error means the writer has finished.
+    pub(crate) fn send(&self, control: Control) -> Result<(), ()> {
+        self.sender.send(control).map_err(|_| ())?;
+        self.writer.unpark();
+        Ok(())
+    }
+}
 
 /// The pings and pongs between the reader and the writer: when the client was last heard from (the
 /// writer's heartbeat depends on it), whether our ping awaits its pong, and the client's latest ping
@@ -123,7 +133,7 @@ impl Liveness {
 /// returned normally (false: it panicked).
 pub(crate) fn read_loop<R: Read>(
     mut reader: MessageReader<R>,
-    control: &Sender<Control>,
+    control: &ControlSender,
     liveness: &Liveness,
     mut deliver: impl FnMut(Message) -> bool,
 ) {
@@ -174,21 +184,13 @@ enum Due {
     CloseTimeout,
 }
 
-/// The most frames taken from the queue in one go.
-const MAX_BATCH: usize = 64;
-
-/// The most bytes of frames taken from the queue in one go, and gathered into one write. What the
-/// writer has taken no longer counts against the queue's byte bound, so it takes no more than this
-/// (plus one frame): a client that stops reading then holds at most this much in a blocked write
-/// besides its queue. A frame this large or larger is written from its shared bytes, never copied.
-const MAX_GATHER: usize = 64 * 1024;
-
 /// The writer: every byte that goes to the client, and the decision of how the connection ended.
 pub(crate) struct Writer {
     pub(crate) socket: TcpStream,
     /// The `101 Switching Protocols` head, written before anything else.
     pub(crate) opening: Vec<u8>,
-    pub(crate) data: Receiver<Outbound>,
+    /// Broadcasts and the connection's own messages, in order.
+    pub(crate) outbox: Outbox,
     pub(crate) control: Receiver<Control>,
     pub(crate) connection: Arc<Connection>,
     pub(crate) liveness: Arc<Liveness>,
@@ -197,6 +199,15 @@ pub(crate) struct Writer {
 
 /// Whether the writer keeps going or the connection has ended (and how).
 type Step = Result<(), Closed>;
+
+/// Once we have sent a close frame: the deadline for the client's answer, and how the connection
+/// ends when it comes.
+type Closing = Option<(Instant, Closed)>;
+
+/// The close frame of a client that fell too far behind.
+fn slow_client_frame() -> CloseFrame {
+    CloseFrame { code: 1008, reason: "too slow: fell too far behind".into() }
+}
 
 impl Writer {
     /// Runs until the connection ends, then shuts the socket down (which ends the reader) and says how
@@ -211,52 +222,77 @@ impl Writer {
         closed
     }
 
+    /// The writer's loop. Each turn does the first of these that has something to do, then looks again
+    /// from the top: a control message from the reader; a timer that is due; the next batch of data.
+    /// When none has anything, it parks until one may.
     fn exchange(&mut self) -> Closed {
-        let mut data = self.data.clone();
-        let control = self.control.clone();
+        let waiter = Waiter::current();
+        let mut batch = Batch::default();
         let mut ping_sent: Option<Instant> = None;
-        // Set once we have sent a close frame: the deadline for the client's answer, and how the
-        // connection ends when it comes.
-        let mut closing: Option<(Instant, Closed)> = None;
+        let mut closing: Closing = None;
         loop {
-            let (deadline, _) = self.due(&closing, &mut ping_sent);
-            // Control first: a pong or a close answer goes before data queued at the same moment.
-            let step = select_biased! {
-                recv(control) -> message => match message {
-                    Ok(Control::Pong) => match (self.liveness.take_ping(), &closing) {
-                        (Some(payload), None) => self.send_frame(OpCode::Pong, &payload),
-                        _ => Ok(()),
-                    },
-                    Ok(Control::PongReceived) => Ok(()),
-                    Ok(Control::PeerClosed(frame)) => Err(self.peer_closed(frame, closing.take())),
-                    Ok(Control::Violation(violation)) => Err(self.fail(violation, closing.take())),
-                    Ok(Control::HookPanicked) => Err(self.hook_panicked(closing.take())),
-                    Ok(Control::ReadEnded) | Err(_) => Err(self.read_side_ended(closing.take())),
+            // Control first: a pong or a close answer goes before data ready at the same moment.
+            match self.control.try_recv() {
+                Ok(control) => match self.on_control(control, &mut closing, &mut batch) {
+                    Ok(()) => continue,
+                    Err(closed) => return closed,
                 },
-                recv(data) -> item => match item {
-                    Ok(item) => self.outbound(item, &mut closing),
-                    Err(_) => {
-                        // The registry let go of this connection without a close frame: a slow client.
-                        data = never();
-                        match self.connection.close_reason() {
-                            Some(CloseReason::SlowClient) => Err(Closed::abnormal(CloseCause::SlowClient)),
-                            _ => Ok(()),
-                        }
-                    }
-                },
-                default(deadline.saturating_duration_since(Instant::now())) => {
-                    self.timer(&mut closing, &mut ping_sent)
-                }
-            };
-            if let Err(closed) = step {
-                return closed;
+                // The reader always has a last word; without one, it is gone all the same.
+                Err(TryRecvError::Disconnected) => return self.read_side_ended(closing.take(), &mut batch),
+                Err(TryRecvError::Empty) => {}
             }
+
+            // Then the timers: the heartbeat's ping, the pong timeout, the close timeout.
+            let (deadline, _) = self.due(&closing, &mut ping_sent);
+            if Instant::now() >= deadline {
+                match self.timer(&mut closing, &mut ping_sent) {
+                    Ok(()) => continue,
+                    Err(closed) => return closed,
+                }
+            }
+
+            // Then data, unless our close frame is out: nothing follows it (RFC 6455 §5.5.1).
+            if closing.is_none() {
+                match self.outbound(&mut batch, &mut closing) {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(closed) => return closed,
+                }
+            }
+
+            // Nothing to do: park until the log moves past what this writer has written, or the
+            // application or the reader sends it something, or the deadline. Whoever sends unparks
+            // this thread after sending, so a message that came after the looks above is not missed:
+            // it leaves `park`'s token, and the park returns at once.
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            if closing.is_some() {
+                std::thread::park_timeout(timeout); // only the client's answer or the timeout matter now
+            } else {
+                batch.shrink();
+                self.outbox.wait(&waiter, timeout);
+            }
+        }
+    }
+
+    /// Acts on what the reader said. Ends the connection for all but a ping to answer and a pong.
+    fn on_control(&mut self, control: Control, closing: &mut Closing, batch: &mut Batch) -> Step {
+        match control {
+            Control::Pong => match (self.liveness.take_ping(), &closing) {
+                (Some(payload), None) => self.send_frame(OpCode::Pong, &payload),
+                _ => Ok(()),
+            },
+            // The pong deadline is computed afresh on the next turn.
+            Control::PongReceived => Ok(()),
+            Control::PeerClosed(frame) => Err(self.peer_closed(frame, closing.take(), batch)),
+            Control::Violation(violation) => Err(self.fail(violation, closing.take(), batch)),
+            Control::HookPanicked => Err(self.hook_panicked(closing.take(), batch)),
+            Control::ReadEnded => Err(self.read_side_ended(closing.take(), batch)),
         }
     }
 
     /// The next deadline: the close timeout while closing, else the pong timeout while a ping is
     /// unanswered, else the heartbeat after the client was last heard from.
-    fn due(&self, closing: &Option<(Instant, Closed)>, ping_sent: &mut Option<Instant>) -> (Instant, Due) {
+    fn due(&self, closing: &Closing, ping_sent: &mut Option<Instant>) -> (Instant, Due) {
         if let Some((deadline, _)) = closing {
             return (*deadline, Due::CloseTimeout);
         }
@@ -270,7 +306,7 @@ impl Writer {
         }
     }
 
-    fn timer(&mut self, closing: &mut Option<(Instant, Closed)>, ping_sent: &mut Option<Instant>) -> Step {
+    fn timer(&mut self, closing: &mut Closing, ping_sent: &mut Option<Instant>) -> Step {
         // The client may have been heard from since the deadline was computed: recompute it.
         let (deadline, due) = self.due(closing, ping_sent);
         if Instant::now() < deadline {
@@ -297,65 +333,98 @@ impl Writer {
         }
     }
 
-    /// Writes what the application queued: consecutive messages, up to [`MAX_GATHER`] bytes of them
-    /// (see [`write_frames`]), then a close frame if one follows them.
-    fn outbound(&mut self, item: Outbound, closing: &mut Option<(Instant, Closed)>) -> Step {
-        let mut frames = Vec::new();
-        let mut bytes = 0;
-        let mut close = None;
-        let mut next = Some(item);
-        while let Some(item) = next.take() {
-            match item {
-                Outbound::Frame(frame) => {
-                    bytes += frame.len();
-                    frames.push(frame);
-                }
-                Outbound::Close { frame, cause } => close = Some((frame, cause)),
-            }
-            if close.is_none() && bytes < MAX_GATHER && frames.len() < MAX_BATCH {
-                next = self.data.try_recv().ok();
-            }
-        }
-        self.connection.taken_many(frames.len() + usize::from(close.is_some()), bytes);
+    /// Writes the next batch of what the application sent (broadcasts and this connection's own
+    /// messages, in order, up to [`MAX_GATHER`](super::outbound::MAX_GATHER) bytes of small frames
+    /// and one large one), then starts the closing handshake if a close request follows them. Whether
+    /// it wrote anything.
+    fn outbound(&mut self, batch: &mut Batch, closing: &mut Closing) -> Result<bool, Closed> {
         if self.connection.close_reason() == Some(&CloseReason::SlowClient) {
-            // No point writing a backlog to a client that cannot keep up.
-            return Err(Closed::abnormal(CloseCause::SlowClient));
+            // A publisher found its queue full and dropped it: no point writing it a backlog.
+            self.start_closing(slow_client_frame(), CloseCause::SlowClient, closing)?;
+            return Ok(true);
         }
-        if closing.is_some() {
-            // Nothing goes out after our close frame (RFC 6455 §5.5.1).
-            return Ok(());
-        }
-        let written = write_frames(&mut self.socket, &frames);
+        let close = match self.outbox.gather(batch, &mut Bound::all()) {
+            Ok(close) => close,
+            Err(behind) => {
+                batch.clear();
+                self.fell_behind(behind);
+                self.start_closing(slow_client_frame(), CloseCause::SlowClient, closing)?;
+                return Ok(true);
+            }
+        };
+        let wrote = !batch.is_empty();
+        let written = batch.write_to(&mut self.socket);
         self.check_written(written)?;
-        if let Some((frame, cause)) = close {
-            self.send_close(Some(&frame))?;
-            let closed = Closed::new(cause, frame.code, frame.reason);
-            *closing = Some((Instant::now() + self.timing.close_timeout, closed));
+        match close {
+            Some((frame, cause)) => {
+                self.start_closing(frame, cause, closing)?;
+                Ok(true)
+            }
+            None => Ok(wrote),
         }
+    }
+
+    /// Counts and logs a client whose unwritten broadcasts left the log; it is then closed as slow.
+    fn fell_behind(&self, FellBehind { missed, .. }: FellBehind) {
+        let broadcasts = self.outbox.broadcasts();
+        broadcasts.count_slow_client();
+        // A write that fails from now on (the close frame's) ends it as a slow client all the same.
+        let _ = self.connection.close_reason.set(CloseReason::SlowClient);
+        log::warn!(
+            "websocket {} ({:?}) dropped: {missed} broadcasts it had not been sent left the log (at most {} \
+             messages, {} bytes)",
+            self.connection.info.id,
+            self.connection.info.peer,
+            broadcasts.capacity(),
+            broadcasts.max_bytes()
+        );
+    }
+
+    /// Sends our close frame and waits for the client's answer (up to the close timeout), writing
+    /// nothing more meanwhile.
+    fn start_closing(&mut self, frame: CloseFrame, cause: CloseCause, closing: &mut Closing) -> Step {
+        self.send_close(Some(&frame))?;
+        let closed = Closed::new(cause, frame.code, frame.reason);
+        *closing = Some((Instant::now() + self.timing.close_timeout, closed));
         Ok(())
     }
 
-    /// Before the last frames of a connection the reader ended, writes the messages already queued:
-    /// replies the application queued while handling the client's earlier messages go out before
-    /// the close frame, as they would have without the race between the two queues. Close items and
-    /// anything queued after this call are left; nothing is written after our own close frame.
-    fn flush_queued(&mut self) -> Step {
-        for _ in 0..self.data.len() {
-            let Ok(item) = self.data.try_recv() else { break };
-            self.connection.taken(item.queued_size());
-            if let Outbound::Frame(bytes) = item {
-                self.write(&bytes)?;
+    /// Before the last frames of a connection the reader ended, writes what the application had sent
+    /// by then: broadcasts up to the log's head and the messages in the connection's queue, up to a
+    /// close request, which it returns. Replies the application queued while handling the client's
+    /// earlier messages thus go out before the close frame, as they would have without the race
+    /// between the reader and the writer. Anything sent after this call is left.
+    fn flush(&mut self, batch: &mut Batch) -> Result<Flushed, Closed> {
+        if self.connection.close_reason() == Some(&CloseReason::SlowClient) {
+            return Ok(Flushed::Dropped); // no backlog for a client dropped as slow
+        }
+        let mut bound = self.outbox.sent_so_far();
+        loop {
+            let close = match self.outbox.gather(batch, &mut bound) {
+                Ok(close) => close,
+                Err(behind) => {
+                    batch.clear();
+                    return Ok(Flushed::FellBehind(behind));
+                }
+            };
+            let empty = batch.is_empty();
+            let written = batch.write_to(&mut self.socket);
+            self.check_written(written)?;
+            if let Some((frame, cause)) = close {
+                return Ok(Flushed::Close(frame, cause));
+            }
+            if empty {
+                return Ok(Flushed::All);
             }
         }
-        Ok(())
     }
 
     /// The client closed: answer with its code (unless we had closed first), and end.
-    fn peer_closed(&mut self, frame: Option<CloseFrame>, closing: Option<(Instant, Closed)>) -> Closed {
+    fn peer_closed(&mut self, frame: Option<CloseFrame>, closing: Closing, batch: &mut Batch) -> Closed {
         if let Some((_, closed)) = closing {
             return closed;
         }
-        if let Err(closed) = self.flush_queued() {
+        if let Err(closed) = self.flush(batch) {
             return closed;
         }
         let echo = frame.as_ref().map(|f| CloseFrame { code: f.code, reason: String::new() });
@@ -370,10 +439,10 @@ impl Writer {
 
     /// The client broke the protocol: send the code that says how, and close without waiting for an
     /// answer (the client is not following the protocol anyway).
-    fn fail(&mut self, violation: Violation, closing: Option<(Instant, Closed)>) -> Closed {
+    fn fail(&mut self, violation: Violation, closing: Closing, batch: &mut Batch) -> Closed {
         log::debug!("websocket {}: protocol error: {}", self.connection.info.id, violation.reason);
         let frame = CloseFrame { code: violation.code, reason: violation.reason.into() };
-        let flushed = if closing.is_none() { self.flush_queued() } else { Ok(()) };
+        let flushed = if closing.is_none() { self.flush(batch).map(drop) } else { Ok(()) };
         let closed = match flushed {
             Err(closed) => closed,
             Ok(()) => self.close_now(frame, CloseCause::ProtocolError, closing),
@@ -385,8 +454,8 @@ impl Writer {
     }
 
     /// A hook panicked: the replies it queued before go out, then 1011.
-    fn hook_panicked(&mut self, closing: Option<(Instant, Closed)>) -> Closed {
-        let flushed = if closing.is_none() { self.flush_queued() } else { Ok(()) };
+    fn hook_panicked(&mut self, closing: Closing, batch: &mut Batch) -> Closed {
+        let flushed = if closing.is_none() { self.flush(batch).map(drop) } else { Ok(()) };
         let frame = CloseFrame { code: 1011, reason: "internal error".into() };
         match flushed {
             Err(closed) => closed,
@@ -395,12 +464,7 @@ impl Writer {
     }
 
     /// Sends a close frame (unless one was sent already) and ends without waiting for the answer.
-    fn close_now(
-        &mut self,
-        frame: CloseFrame,
-        cause: CloseCause,
-        closing: Option<(Instant, Closed)>,
-    ) -> Closed {
+    fn close_now(&mut self, frame: CloseFrame, cause: CloseCause, closing: Closing) -> Closed {
         if let Some((_, closed)) = closing {
             return closed;
         }
@@ -410,28 +474,25 @@ impl Writer {
         }
     }
 
-    /// The client stopped sending (or the server ended our reads at shutdown). What was queued before
+    /// The client stopped sending (or the server ended our reads at shutdown). What was sent before
     /// still goes out, up to and including a close frame: that is how a shutdown's 1001 reaches the
     /// client even when its read side was ended first.
-    fn read_side_ended(&mut self, closing: Option<(Instant, Closed)>) -> Closed {
+    fn read_side_ended(&mut self, closing: Closing, batch: &mut Batch) -> Closed {
         if let Some((_, closed)) = closing {
             return closed;
         }
-        // Only what is queued now: a busy broadcaster must not keep this going.
-        for _ in 0..self.data.len() {
-            let Ok(item) = self.data.try_recv() else { break };
-            self.connection.taken(item.queued_size());
-            let written = match item {
-                Outbound::Frame(bytes) => self.write(&bytes),
-                Outbound::Close { frame, cause } => {
-                    return self.close_now(frame, cause, None);
-                }
-            };
-            if let Err(closed) = written {
-                return closed;
+        // Only what was sent by now: a busy broadcaster must not keep this going.
+        match self.flush(batch) {
+            Err(closed) => closed,
+            Ok(Flushed::Close(frame, cause)) => self.close_now(frame, cause, None),
+            Ok(Flushed::FellBehind(behind)) => {
+                self.fell_behind(behind);
+                self.close_now(slow_client_frame(), CloseCause::SlowClient, None)
             }
+            // Dropped by a publisher before the writer could say so: it ends as a slow client.
+            Ok(Flushed::Dropped) => self.close_now(slow_client_frame(), CloseCause::SlowClient, None),
+            Ok(Flushed::All) => Closed::abnormal(CloseCause::ClientGone),
         }
-        Closed::abnormal(CloseCause::ClientGone)
     }
 
     fn send_close(&mut self, frame: Option<&CloseFrame>) -> Step {
@@ -459,82 +520,42 @@ impl Writer {
     }
 }
 
-/// Writes `frames` in order, never copying a large one: frames smaller than [`MAX_GATHER`] are
-/// gathered into writes of at most that many bytes, a larger one is written from its shared bytes.
-fn write_frames(out: &mut impl Write, frames: &[Arc<[u8]>]) -> io::Result<()> {
-    if let [one] = frames {
-        return out.write_all(one);
-    }
-    let mut gathered = Vec::new();
-    for frame in frames {
-        if !gathered.is_empty() && gathered.len() + frame.len() > MAX_GATHER {
-            out.write_all(&gathered)?;
-            gathered.clear();
-        }
-        if frame.len() >= MAX_GATHER {
-            out.write_all(frame)?;
-        } else {
-            gathered.extend_from_slice(frame);
-        }
-    }
-    if gathered.is_empty() { Ok(()) } else { out.write_all(&gathered) }
+/// What [`Writer::flush`] got to.
+enum Flushed {
+    /// Everything sent by then is written.
+    All,
+    /// A close request, after what came before it.
+    Close(CloseFrame, CloseCause),
+    /// Broadcasts not written yet had left the log.
+    FellBehind(FellBehind),
+    /// Nothing: a publisher dropped the connection as a slow client (its queue was full).
+    Dropped,
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::TcpListener;
+    use std::thread::JoinHandle;
+    use std::time::SystemTime;
+
     use super::*;
+    use crate::registry::{ConnectionInfo, Queue, QueueLimits, Registry, Replay};
     use crate::ws::frame::Role;
     use crate::ws::message::Limits;
+    use crate::ws::outbound::{Broadcasts, Outbound, Private};
 
     /// The reader's loop over `input` (masked client frames, then the end of the input); returns what
     /// it left on the control queue for the writer.
     fn read_all(input: &[u8], liveness: &Liveness) -> Vec<Control> {
         let limits = Limits { max_frame: 1024, max_message: 1024 };
         let (control, queued) = crossbeam_channel::unbounded();
+        let control = ControlSender::new(control, std::thread::current());
         read_loop(MessageReader::new(input, Role::Server, limits), &control, liveness, |_| true);
         queued.try_iter().collect()
     }
 
     fn client_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
         frame::encode(true, opcode, payload, Some([1, 2, 3, 4]))
-    }
-
-    /// Records each write: where its bytes were, how many, and all bytes in order.
-    #[derive(Default)]
-    struct Recorder {
-        writes: Vec<(*const u8, usize)>,
-        bytes: Vec<u8>,
-    }
-
-    impl Write for Recorder {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.writes.push((buf.as_ptr(), buf.len()));
-            self.bytes.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn frames_are_written_in_bounded_pieces_and_a_large_one_is_not_copied() {
-        let small: Vec<Arc<[u8]>> = (0..60u8).map(|i| vec![i; 3000].into()).collect();
-        let large: Arc<[u8]> = vec![0xAB; 200_000].into();
-        let mut frames = small[..30].to_vec();
-        frames.push(Arc::clone(&large));
-        frames.extend_from_slice(&small[30..]);
-        let mut out = Recorder::default();
-        write_frames(&mut out, &frames).unwrap();
-        assert_eq!(out.bytes, frames.concat());
-        assert!(
-            out.writes.contains(&(large.as_ptr(), large.len())),
-            "the large frame is written from its own bytes"
-        );
-        let gathered: Vec<usize> = out.writes.iter().map(|w| w.1).filter(|&len| len != large.len()).collect();
-        assert!(gathered.iter().all(|&len| len <= MAX_GATHER), "{gathered:?}");
-        assert!(gathered.len() <= 4, "small frames are gathered: {gathered:?}");
     }
 
     #[test]
@@ -555,5 +576,121 @@ mod tests {
         liveness.ping_sent();
         let queued = read_all(&pongs, &liveness);
         assert!(matches!(queued.as_slice(), [Control::PongReceived, Control::ReadEnded]), "{queued:?}");
+    }
+
+    /// A writer on one end of a loopback connection, started the way the handler starts one: its
+    /// thread first, then the connection registered as served by it. The heartbeat is an hour away, so
+    /// only a wake-up makes it write anything.
+    struct Running {
+        client: TcpStream,
+        broadcasts: Arc<Broadcasts>,
+        registry: Registry<Private>,
+        control: ControlSender,
+        liveness: Arc<Liveness>,
+        writer: JoinHandle<Option<Closed>>,
+    }
+
+    /// Starts a writer; `before` runs once everything is set up but before the writer's loop starts.
+    fn running(before: impl FnOnce(&Broadcasts, &Registry<Private>, &ControlSender, &Liveness)) -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let (socket, _) = listener.accept().unwrap();
+        let (start, started) = crossbeam_channel::bounded::<Writer>(1);
+        let writer = std::thread::spawn(move || started.recv().ok().map(Writer::run));
+        let info = ConnectionInfo {
+            id: 1.into(),
+            peer: None,
+            path: "/ws".into(),
+            user: None,
+            since: SystemTime::now(),
+            event_types: None,
+            last_event_id: None,
+            replay: Replay::NotAsked,
+        };
+        let connection = Arc::new(Connection::served_by(info, None, writer.thread().clone()));
+        let broadcasts = Arc::new(Broadcasts::new(1000, usize::MAX));
+        let registry = Registry::default();
+        let queue = registry.insert(Arc::clone(&connection), Queue::new());
+        let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_CAPACITY);
+        let control = ControlSender::new(control_tx, writer.thread().clone());
+        let liveness = Arc::new(Liveness::new());
+        let outbox = Outbox::new(Arc::clone(&broadcasts), queue, Arc::clone(&connection), broadcasts.head());
+        before(&broadcasts, &registry, &control, &liveness);
+        let hour = Duration::from_secs(3600);
+        start
+            .send(Writer {
+                socket,
+                opening: b"OPEN".to_vec(),
+                outbox,
+                control: control_rx,
+                connection,
+                liveness: Arc::clone(&liveness),
+                timing: Timing { heartbeat: hour, pong_timeout: hour, close_timeout: hour },
+            })
+            .unwrap();
+        let mut client = client;
+        let mut opening = [0u8; 4];
+        client.read_exact(&mut opening).unwrap();
+        assert_eq!(&opening, b"OPEN");
+        Running { client, broadcasts, registry, control, liveness, writer }
+    }
+
+    /// The next frame the writer wrote: (opcode bits, payload). Server frames are short here.
+    fn next_frame(client: &mut TcpStream) -> (u8, Vec<u8>) {
+        let mut head = [0u8; 2];
+        client.read_exact(&mut head).expect("written within the timeout");
+        assert!(head[1] < 126, "a short frame");
+        let mut payload = vec![0u8; usize::from(head[1])];
+        client.read_exact(&mut payload).unwrap();
+        (head[0] & 0x0F, payload)
+    }
+
+    fn data(text: &str) -> Arc<[u8]> {
+        Message::Text(text.into()).encode()
+    }
+
+    #[test]
+    fn a_parked_writer_wakes_for_the_log_its_own_queue_and_the_reader_every_time() {
+        let mut run = running(|_, _, _, _| {});
+        // Many rounds, each of the three kinds of wake-up, each waited for: a wake-up lost between the
+        // writer's last look and its park would leave the writer asleep for the hour of its timeout.
+        for round in 0..300 {
+            run.broadcasts.publish(data(&format!("all {round}")));
+            assert_eq!(next_frame(&mut run.client), (0x1, format!("all {round}").into_bytes()));
+            let private = Private { after: run.broadcasts.head(), item: Outbound::Frame(data("you")) };
+            run.registry.push_one(1.into(), &private, &QueueLimits::UNBOUNDED);
+            assert_eq!(next_frame(&mut run.client), (0x1, b"you".to_vec()));
+            assert!(run.liveness.ping_to_answer(format!("ping {round}").into_bytes()));
+            run.control.send(Control::Pong).unwrap();
+            assert_eq!(next_frame(&mut run.client), (0xA, format!("ping {round}").into_bytes()));
+        }
+        run.control.send(Control::ReadEnded).unwrap();
+        let closed = run.writer.join().unwrap().unwrap();
+        assert_eq!(closed.cause, CloseCause::ClientGone);
+    }
+
+    #[test]
+    fn a_pong_goes_out_before_data_that_was_ready_at_the_same_moment() {
+        let mut run = running(|broadcasts, registry, control, liveness| {
+            for n in 0..100 {
+                broadcasts.publish(data(&format!("all {n}")));
+            }
+            let private = Private { after: broadcasts.head(), item: Outbound::Frame(data("you")) };
+            registry.push_one(1.into(), &private, &QueueLimits::UNBOUNDED);
+            assert!(liveness.ping_to_answer(b"first".to_vec()));
+            control.send(Control::Pong).unwrap();
+        });
+        assert_eq!(next_frame(&mut run.client), (0xA, b"first".to_vec()), "the pong first");
+        assert_eq!(next_frame(&mut run.client), (0x1, b"all 0".to_vec()));
+        for n in 1..100 {
+            assert_eq!(next_frame(&mut run.client), (0x1, format!("all {n}").into_bytes()));
+        }
+        assert_eq!(next_frame(&mut run.client), (0x1, b"you".to_vec()));
+        run.control
+            .send(Control::PeerClosed(Some(CloseFrame { code: 1000, reason: String::new() })))
+            .unwrap();
+        assert_eq!(next_frame(&mut run.client), (0x8, 1000u16.to_be_bytes().to_vec()));
+        assert_eq!(run.writer.join().unwrap().unwrap().cause, CloseCause::ClientClosed);
     }
 }

@@ -5,7 +5,7 @@ use std::io::{BufReader, Cursor, Read};
 use std::net::TcpStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::SystemTime;
 
@@ -13,10 +13,11 @@ use parking_lot::Mutex;
 
 use super::close::{CloseCause, Closed};
 use super::config::WsConfig;
-use super::connection::{self, CONTROL_CAPACITY, Control, Liveness, Outbound, Timing, Writer};
+use super::connection::{self, CONTROL_CAPACITY, Control, ControlSender, Liveness, Timing, Writer};
 use super::frame::Role;
 use super::handshake::{self, Upgrade};
 use super::message::{self, CloseFrame, Limits, Message, MessageReader};
+use super::outbound::{Broadcasts, Outbound, Outbox, Private};
 use crate::auth::{AllowAll, Authenticator};
 use crate::config::OverflowPolicy;
 use crate::error::{Error, Result};
@@ -42,8 +43,10 @@ const READ_BUFFER: usize = 8 * 1024;
 ///
 /// A cheap handle: clones share the same connections and settings. Each connection runs on two
 /// threads, one reading (the built-in server's connection thread, or the one that called
-/// [`serve`](WsHandler::serve)) and one writing; sending pushes into the connection's queue and returns
-/// at once, and the writer wakes as soon as something is queued.
+/// [`serve`](WsHandler::serve)) and one writing. Sending returns at once: a broadcast is appended to
+/// the handler's broadcast log, which every connection's writer reads from its own position; a message
+/// to one connection goes into that connection's own queue. A writer wakes as soon as either has
+/// something for it.
 ///
 /// ```no_run
 /// use sse_handler::Server;
@@ -65,7 +68,10 @@ pub struct WsHandler {
 
 struct Shared {
     config: WsConfig,
-    registry: Registry<Outbound>,
+    /// Every broadcast, once; each connection's writer reads it from its own position.
+    broadcasts: Arc<Broadcasts>,
+    /// The connections, each with its own queue (messages to it alone, and close requests).
+    registry: Registry<Private>,
     /// Held while a connection registers and while the handler shuts down, so that no connection
     /// registers after the shutdown has sent everyone its close frame.
     lifecycle: Mutex<()>,
@@ -76,7 +82,6 @@ struct Shared {
     on_connect: Option<ConnectHook>,
     on_message: Option<MessageHook>,
     on_close: Option<CloseHook>,
-    slow_client_drops: AtomicUsize,
 }
 
 /// One open connection, as the connect and message hooks see it.
@@ -184,6 +189,10 @@ impl WsHandlerBuilder {
         self.config.validate()?;
         Ok(WsHandler {
             shared: Arc::new(Shared {
+                broadcasts: Arc::new(Broadcasts::new(
+                    self.config.broadcast_capacity,
+                    self.config.broadcast_max_bytes,
+                )),
                 config: self.config,
                 registry: Registry::default(),
                 lifecycle: Mutex::new(()),
@@ -194,7 +203,6 @@ impl WsHandlerBuilder {
                 on_connect: self.on_connect,
                 on_message: self.on_message,
                 on_close: self.on_close,
-                slow_client_drops: AtomicUsize::new(0),
             }),
         })
     }
@@ -260,25 +268,27 @@ impl WsHandler {
         &self.shared.config
     }
 
-    /// Sends a message to every open connection; returns how many it was queued for.
+    /// Sends a message to every open connection; returns how many connections were open.
     ///
-    /// Returns at once: the message is encoded once and pushed into each connection's queue, and
-    /// written by the connections' own writer threads. A connection whose queue is already full is
-    /// dropped as a slow client, with a `warn` log.
+    /// Returns at once, and costs the same however many connections there are: the message is encoded
+    /// once and appended to the handler's broadcast log, and each connection's writer thread, woken
+    /// by the append, reads the log from its own position and writes what it has not written yet.
+    /// Nothing is pushed to the connections. A connection that falls so far behind that broadcasts it
+    /// has not written leave the log ([`WsConfig::broadcast_capacity`],
+    /// [`WsConfig::broadcast_max_bytes`]) is closed as a slow client (close code 1008,
+    /// [`CloseCause::SlowClient`], a `warn` log, counted by
+    /// [`slow_client_drops`](WsHandler::slow_client_drops)): it never misses a message silently.
     ///
     /// # Errors
     /// [`Error::ShutDown`] after [`shutdown`](WsHandler::shutdown).
     pub fn send_all(&self, message: impl Into<Message>) -> Result<usize> {
         self.check_open()?;
-        let frame = Outbound::Frame(message.into().encode());
-        let result = self.shared.registry.broadcast(&frame, &self.queue_limits());
-        for id in result.full {
-            self.drop_slow_client(id);
-        }
-        Ok(result.queued)
+        self.shared.broadcasts.publish(message.into().encode());
+        Ok(self.shared.registry.len())
     }
 
-    /// Sends a message to one connection.
+    /// Sends a message to one connection: it goes into the connection's own queue, and is written
+    /// after the broadcasts sent before it.
     ///
     /// # Errors
     /// [`Error::UnknownConnection`] if no open connection has this id; [`Error::QueueFull`] if its queue
@@ -286,7 +296,7 @@ impl WsHandler {
     /// [`shutdown`](WsHandler::shutdown).
     pub fn send_one(&self, id: ConnectionId, message: impl Into<Message>) -> Result<()> {
         self.check_open()?;
-        let frame = Outbound::Frame(message.into().encode());
+        let frame = self.private(Outbound::Frame(message.into().encode()));
         match self.shared.registry.push_one(id, &frame, &self.queue_limits()) {
             Some(Push::Queued { .. }) => Ok(()),
             Some(Push::Full) => {
@@ -297,8 +307,8 @@ impl WsHandler {
         }
     }
 
-    /// Closes one connection with a close code: messages already queued for it are still written, then
-    /// the close frame; the connection ends when the client answers, or after the close timeout.
+    /// Closes one connection with a close code: messages sent to it before (broadcasts included) are
+    /// still written, then the close frame; the connection ends when the client answers, or after the close timeout.
     ///
     /// # Errors
     /// [`Error::InvalidCloseCode`] for a code that may not be sent (valid: 1000–1003, 1007–1014 and
@@ -317,7 +327,8 @@ impl WsHandler {
             return Err(Error::InvalidCloseCode(code));
         }
         let reason = message::truncate_utf8(reason, message::MAX_CLOSE_REASON).to_owned();
-        let close = Outbound::Close { frame: CloseFrame { code, reason }, cause: CloseCause::Stopped };
+        let close =
+            self.private(Outbound::Close { frame: CloseFrame { code, reason }, cause: CloseCause::Stopped });
         // The close frame is queued whatever the queue holds: it must not be lost to the capacity.
         match self.shared.registry.push_one(id, &close, &QueueLimits::UNBOUNDED) {
             Some(Push::Queued { .. }) => {}
@@ -343,13 +354,14 @@ impl WsHandler {
         self.shared.registry.get(id).map(|connection| connection.info.clone())
     }
 
-    /// How many connections have been dropped because their queue was full.
+    /// How many connections have been dropped as slow clients: because broadcasts they had not written
+    /// left the broadcast log, or because their own queue was full.
     pub fn slow_client_drops(&self) -> usize {
-        self.shared.slow_client_drops.load(Ordering::Relaxed)
+        self.shared.broadcasts.slow_client_drops()
     }
 
-    /// Sends every open connection a close frame with code 1001 (going away) after what is already
-    /// queued for it, and refuses new connections (`503`) and new messages ([`Error::ShutDown`]).
+    /// Sends every open connection a close frame with code 1001 (going away) after what was sent to it
+    /// before (broadcasts included), and refuses new connections (`503`) and new messages ([`Error::ShutDown`]).
     /// Connections end when their clients answer, or after the close timeout. Returns how many were
     /// closed. (The built-in server's [`ServerHandle::shutdown`](crate::ServerHandle::shutdown) also
     /// waits for their threads.)
@@ -358,7 +370,7 @@ impl WsHandler {
             let _lifecycle = self.shared.lifecycle.lock();
             self.shared.shut_down.store(true, Ordering::SeqCst);
             let frame = CloseFrame { code: 1001, reason: "server shutting down".into() };
-            let close = Outbound::Close { frame, cause: CloseCause::ShutDown };
+            let close = self.private(Outbound::Close { frame, cause: CloseCause::ShutDown });
             self.shared.registry.broadcast(&close, &QueueLimits::UNBOUNDED);
             self.shared.registry.remove_all(CloseReason::ShutDown, u64::MAX)
         };
@@ -403,8 +415,9 @@ impl WsHandler {
         self.accept_shared(&stream, request, leftover)
     }
 
-    /// The life of one connection, top to bottom: check the handshake, register, start the writer (which
-    /// answers `101`), run the connect hook, read until the end, join the writer, run the close hook.
+    /// The life of one connection, top to bottom: check the handshake, start the writer's thread,
+    /// register the connection as served by it, hand the writer its part (it answers `101`), run the
+    /// connect hook, read until the end, join the writer, run the close hook.
     pub(crate) fn accept_shared(
         &self,
         stream: &TcpStream,
@@ -428,36 +441,14 @@ impl WsHandler {
                 return Err(err);
             }
         };
-        let (connection, receiver) = match self.register(request, user) {
-            Ok(registered) => registered,
-            Err(err) => {
-                refuse(stream, &err);
-                return Err(err);
-            }
-        };
-        let mut registration = Registration { shared, connection: &connection, closed: None };
-        let info = &connection.info;
-
-        let (control, control_receiver) = crossbeam_channel::bounded(CONTROL_CAPACITY);
-        let liveness = Arc::new(Liveness::new());
-        let config = &shared.config;
-        let writer = Writer {
-            socket: writer_socket,
-            opening: handshake::accept_head(&upgrade, protocol.as_deref(), &config.headers),
-            data: receiver,
-            control: control_receiver,
-            connection: Arc::clone(&connection),
-            liveness: Arc::clone(&liveness),
-            timing: Timing {
-                heartbeat: config.heartbeat,
-                pong_timeout: config.pong_timeout,
-                close_timeout: config.close_timeout,
-            },
-        };
+        // The writer's thread comes first: the connection registers as served by it, so that what is
+        // sent to the connection wakes that thread. It waits for its part until then.
+        let id = ConnectionId::from(shared.next_connection.fetch_add(1, Ordering::Relaxed));
+        let (start, started) = crossbeam_channel::bounded::<Writer>(1);
         let writer = match thread::Builder::new()
-            .name(format!("ws-write-{}", info.id))
+            .name(format!("ws-write-{id}"))
             .stack_size(WRITER_STACK)
-            .spawn(move || writer.run())
+            .spawn(move || started.recv().ok().map(Writer::run))
         {
             Ok(writer) => writer,
             Err(err) => {
@@ -468,6 +459,37 @@ impl WsHandler {
                 return Err(Error::Io(err));
             }
         };
+        let (connection, queue, cursor) = match self.register(id, request, user, writer.thread().clone()) {
+            Ok(registered) => registered,
+            Err(err) => {
+                drop(start);
+                let _ = writer.join();
+                refuse(stream, &err);
+                return Err(err);
+            }
+        };
+        let mut registration = Registration { shared, connection: &connection, closed: None };
+        let info = &connection.info;
+
+        let (control, control_receiver) = crossbeam_channel::bounded(CONTROL_CAPACITY);
+        let control = ControlSender::new(control, writer.thread().clone());
+        let liveness = Arc::new(Liveness::new());
+        let config = &shared.config;
+        let part = Writer {
+            socket: writer_socket,
+            opening: handshake::accept_head(&upgrade, protocol.as_deref(), &config.headers),
+            outbox: Outbox::new(Arc::clone(&shared.broadcasts), queue, Arc::clone(&connection), cursor),
+            control: control_receiver,
+            connection: Arc::clone(&connection),
+            liveness: Arc::clone(&liveness),
+            timing: Timing {
+                heartbeat: config.heartbeat,
+                pong_timeout: config.pong_timeout,
+                close_timeout: config.close_timeout,
+            },
+        };
+        // The thread is waiting on the other end, which is only dropped once it has received this.
+        let _ = start.send(part);
         log::debug!(
             "websocket {} opened on {} for {:?} (user {:?}, protocol {:?})",
             info.id,
@@ -490,7 +512,7 @@ impl WsHandler {
             let _ = control.send(Control::HookPanicked);
         }
         drop(control);
-        let closed = writer.join().unwrap_or_else(|_| Closed::abnormal(CloseCause::ClientGone));
+        let closed = writer.join().ok().flatten().unwrap_or_else(|| Closed::abnormal(CloseCause::ClientGone));
         registration.closed = Some(closed.clone());
         Ok(closed)
     }
@@ -521,14 +543,19 @@ impl WsHandler {
         Ok((upgrade, user, protocol))
     }
 
+    /// Registers connection `id`, whose messages `writer` writes; returns it, the receiving end of
+    /// its queue, and the broadcast log's position it starts reading from: the head, so that it gets
+    /// every broadcast sent once it is counted among the open connections, and none from before.
     fn register(
         &self,
+        id: ConnectionId,
         request: &Request,
         user: Option<String>,
-    ) -> Result<(Arc<Connection>, crossbeam_channel::Receiver<Outbound>)> {
+        writer: thread::Thread,
+    ) -> Result<(Arc<Connection>, crossbeam_channel::Receiver<Private>, u64)> {
         let shared = &*self.shared;
         let info = ConnectionInfo {
-            id: ConnectionId::from(shared.next_connection.fetch_add(1, Ordering::Relaxed)),
+            id,
             peer: request.peer(),
             path: request.path().to_owned(),
             user,
@@ -537,11 +564,18 @@ impl WsHandler {
             last_event_id: None,
             replay: Replay::NotAsked,
         };
-        let connection = Arc::new(Connection::new(info, None));
+        let connection = Arc::new(Connection::served_by(info, None, writer));
         let _lifecycle = shared.lifecycle.lock();
         self.check_open()?;
-        let receiver = shared.registry.insert(Arc::clone(&connection), Queue::new());
-        Ok((connection, receiver))
+        // Taken before the connection is counted: a broadcast in between is written to it, not missed.
+        let cursor = shared.broadcasts.head();
+        let queue = shared.registry.insert(Arc::clone(&connection), Queue::new());
+        Ok((connection, queue, cursor))
+    }
+
+    /// `item` for one connection, to be written after the broadcasts sent before now.
+    fn private(&self, item: Outbound) -> Private {
+        Private { after: self.shared.broadcasts.head(), item }
     }
 
     fn queue_limits(&self) -> QueueLimits {
@@ -558,7 +592,7 @@ impl WsHandler {
 
     fn drop_slow_client(&self, id: ConnectionId) {
         if let Some(connection) = self.shared.registry.remove(id, CloseReason::SlowClient) {
-            self.shared.slow_client_drops.fetch_add(1, Ordering::Relaxed);
+            self.shared.broadcasts.count_slow_client();
             let config = &self.shared.config;
             log::warn!(
                 "websocket {id} ({:?}) dropped: its queue is full (at most {} messages, {} bytes)",
@@ -603,5 +637,50 @@ impl Drop for Registration<'_> {
         if let (Some(hook), false) = (&self.shared.on_close, thread::panicking()) {
             run_hook("close", || hook(info, &closed));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Registers a connection the way `register` does, without a socket or threads.
+    fn register(handler: &WsHandler, id: u64) -> (Arc<Connection>, crossbeam_channel::Receiver<Private>) {
+        let info = ConnectionInfo {
+            id: id.into(),
+            peer: None,
+            path: "/ws".into(),
+            user: None,
+            since: SystemTime::now(),
+            event_types: None,
+            last_event_id: None,
+            replay: Replay::NotAsked,
+        };
+        let connection = Arc::new(Connection::new(info, None));
+        let queue = handler.shared.registry.insert(Arc::clone(&connection), Queue::new());
+        (connection, queue)
+    }
+
+    #[test]
+    fn a_broadcast_is_one_append_to_the_log_and_touches_no_connection() {
+        let handler = WsHandler::new(WsConfig::default()).unwrap();
+        let connections: Vec<_> = (1..=100).map(|id| register(&handler, id)).collect();
+        let broadcasts = &handler.shared.broadcasts;
+        let head = broadcasts.head();
+        for n in 1..=3 {
+            assert_eq!(handler.send_all(format!("to all {n}")).unwrap(), 100);
+            assert_eq!((broadcasts.head(), broadcasts.len()), (head + n, n as usize), "one entry each");
+        }
+        for (connection, queue) in &connections {
+            assert!(queue.is_empty(), "nothing pushed to connection {}", connection.info.id);
+            assert_eq!(connection.stats().queued, 0);
+        }
+        // A message to one goes to its queue alone, marked with the log's head.
+        handler.send_one(2.into(), "to one").unwrap();
+        let lengths: Vec<usize> = connections.iter().map(|(_, queue)| queue.len()).collect();
+        assert_eq!(lengths.iter().sum::<usize>(), 1);
+        assert_eq!(lengths[1], 1);
+        assert_eq!(connections[1].1.try_recv().unwrap().after, head + 3);
+        assert_eq!(broadcasts.len(), 3, "the log is for broadcasts only");
     }
 }

@@ -33,24 +33,39 @@
 //!   of RFC 6455 §5 (masking, reserved bits, opcodes, control frames, UTF-8, size limits) and hands each
 //!   message to the `on_message` hook. It never writes: a ping, a close frame or a broken rule goes to
 //!   the writer as a control message;
-//! - the **writer** (a small thread of its own) blocks on the outbound queue and the reader's control
-//!   queue at once (`crossbeam_channel::select!`), so a message queued by `send_one` is written the
-//!   moment it is queued, and so is the pong for a ping. Every byte sent goes through it, so frames
-//!   never interleave. Its wait has a deadline, which is the only timer: the heartbeat (a ping when the
-//!   client has been silent for [`WsConfig::heartbeat`]), the pong timeout, or the close timeout.
+//! - the **writer** (a small thread of its own) writes every byte that goes out, so frames never
+//!   interleave: pongs and close frames, the broadcasts it reads from the handler's broadcast log at
+//!   its own position, and the messages of the connection's own queue. When it has nothing to write it
+//!   parks, and whatever gives it something unparks it: a broadcast appended to the log, a message
+//!   queued by `send_one`, a ping to answer. Its park has a deadline, which is the only timer: the
+//!   heartbeat (a ping when the client has been silent for [`WsConfig::heartbeat`]), the pong timeout,
+//!   or the close timeout.
 //!
 //! The writer owns the closing handshake and decides how the connection ended ([`Closed`]); then it
 //! shuts the socket down, which ends the reader's blocking read, and the close hook runs.
+//!
+//! # Sending
+//!
+//! [`WsHandler::send_all`] encodes the message once and appends it to the handler's **broadcast
+//! log**, whatever the number of connections: nothing is pushed to them. Each writer keeps a cursor in
+//! the log, from the log's head when its connection registered (no replay), and writes everything from
+//! there to the head, at most 64 KiB of small frames per write (a larger frame from the bytes the log
+//! shares, never a copy). [`WsHandler::send_one`], and a close by [`WsHandler::stop_one`] or
+//! [`WsHandler::shutdown`], go into the connection's own queue instead, each written after the
+//! broadcasts sent before it. Control frames go first: a pong or a close answer waits at most for the
+//! write in progress.
 //!
 //! **Pings** are answered as soon as the writer can, but only the latest of those that arrive before
 //! it can (RFC 6455 §5.5.3): a client that sends pings and reads none of the pongs holds one ping's
 //! payload on the server, not a queue of pongs, until its blocked write meets the send timeout.
 //!
-//! **Slow clients** get the SSE side's policy: every write has the send timeout, the outbound queue is
-//! bounded by count ([`WsConfig::queue_capacity`]) and by bytes ([`WsConfig::queue_max_bytes`]), and a
-//! send that finds it full drops the client ([`CloseCause::SlowClient`]) instead of waiting or
-//! buffering without end. The writer takes at most 64 KiB of small frames from the queue at a time,
-//! gathered into one write, and writes a larger frame from the bytes the queue shares, never a copy.
+//! **Slow clients** get the SSE side's policy, without ever missing a message silently: every write
+//! has the send timeout; a connection whose unwritten broadcasts leave the log (bounded by
+//! [`WsConfig::broadcast_capacity`] and [`WsConfig::broadcast_max_bytes`], the memory of one handler,
+//! not of each connection) is closed with 1008 ([`CloseCause::SlowClient`]); and its own queue is
+//! bounded by count ([`WsConfig::queue_capacity`]) and by bytes ([`WsConfig::queue_max_bytes`]), a
+//! `send_one` that finds it full dropping the client the same way instead of waiting or buffering
+//! without end.
 //!
 //! # Why our own framing
 //!
@@ -72,6 +87,7 @@ mod frame;
 mod handler;
 mod handshake;
 mod message;
+mod outbound;
 
 #[cfg(feature = "fuzzing")]
 pub(crate) use frame::{ReadError, Role};

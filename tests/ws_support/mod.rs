@@ -98,7 +98,22 @@ pub fn open(addr: SocketAddr) -> TcpStream {
 
 /// As [`open`], with extra header lines and bytes sent in the same write right after the head.
 pub fn open_with(addr: SocketAddr, path: &str, extra: &str, after_head: &[u8]) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).expect("connect");
+    handshake(TcpStream::connect(addr).expect("connect"), path, extra, after_head)
+}
+
+/// As [`open`], over a socket whose receive buffer is fixed at about `bytes` before it connects (the
+/// kernel does not grow it then): a client that does not read holds little in its kernel, so what the
+/// server sends it piles up on the server's side.
+pub fn open_with_receive_buffer(addr: SocketAddr, bytes: usize) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)
+        .expect("a socket");
+    socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+    socket.connect(&addr.into()).expect("connect");
+    handshake(socket.into(), "/ws", "", &[])
+}
+
+/// Sends a handshake on a connected socket and reads the `101`; returns the socket, ready for frames.
+pub fn handshake(mut stream: TcpStream, path: &str, extra: &str, after_head: &[u8]) -> TcpStream {
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
     let mut request = handshake_request(path, extra).into_bytes();
     request.extend_from_slice(after_head);
@@ -184,7 +199,7 @@ pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
 }
 
 /// One frame from the server: (FIN, opcode, payload). Server frames must not be masked.
-pub fn read_frame(stream: &mut TcpStream) -> (bool, u8, Vec<u8>) {
+pub fn read_frame(stream: &mut impl Read) -> (bool, u8, Vec<u8>) {
     let mut head = [0u8; 2];
     stream.read_exact(&mut head).expect("a frame arrives in time");
     assert_eq!(head[0] & 0x70, 0, "no reserved bits from the server");
