@@ -196,11 +196,14 @@ impl Reader<'_> {
     fn gather(&mut self, batch: &mut Batch) -> Result<(), FellBehind> {
         let info = &self.stream.connection.info;
         loop {
+            // The head before the queue: a message sent after this look carries a head at least as
+            // far, so reading up to it cannot pass a message sent meanwhile.
+            let head = self.stream.log.head();
             self.take_private();
             let until = match (&self.next_private, self.stop_at) {
                 (Some(private), _) => private.after,
                 (None, Some(stop)) => stop,
-                (None, None) => u64::MAX,
+                (None, None) => head,
             };
             if self.cursor < until {
                 let mut position = self.cursor;

@@ -112,6 +112,35 @@ fn send_one_reaches_only_its_target() {
 }
 
 #[test]
+fn a_message_to_one_comes_after_the_events_published_before_it_and_before_those_published_next() {
+    const ROUNDS: usize = 2000;
+    // Room for every message to one, however far the reader is behind: this is about their order.
+    let server = start(Config::default().queue_capacity(ROUNDS));
+    let mut target = subscribe(server.addr, "/events", &[]);
+    let target_id = server.handler.connection_ids()[0];
+    let mut other = subscribe(server.addr, "/events", &[]);
+    // Read while publishing, so that the stream's thread is busy reading the log when messages come.
+    let reader = std::thread::spawn(move || {
+        (0..2 * ROUNDS).map(|_| next_event(target.events()).data).collect::<Vec<_>>()
+    });
+    for round in 0..ROUNDS {
+        server.handler.send_one(target_id, Event::data(format!("one {round}"))).unwrap();
+        server.handler.send_all(Event::data(format!("all {round}"))).unwrap();
+    }
+    let got = reader.join().unwrap();
+    let expected: Vec<String> =
+        (0..ROUNDS).flat_map(|round| [format!("one {round}"), format!("all {round}")]).collect();
+    if let Some(at) = got.iter().zip(&expected).position(|(got, expected)| got != expected) {
+        panic!("at {at}: got {:?}, expected {:?}", &got[at..(at + 4).min(got.len())], &expected[at..at + 2]);
+    }
+    let others: Vec<String> = (0..ROUNDS).map(|_| next_event(other.events()).data).collect();
+    assert!(
+        others.iter().enumerate().all(|(round, data)| *data == format!("all {round}")),
+        "the other got only broadcasts"
+    );
+}
+
+#[test]
 fn send_one_to_an_unknown_connection_is_an_error() {
     let server = start(Config::default());
     let err = server.handler.send_one(12345.into(), Event::data("x")).unwrap_err();
