@@ -364,11 +364,10 @@ fn peer_has_closed(socket: &TcpStream) -> bool {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::SystemTime;
 
     use super::*;
     use crate::log::MemoryLog;
-    use crate::registry::{ConnectionInfo, Queue, QueueLimits, Registry, Replay};
+    use crate::registry::{ConnectionInfo, Queue, QueueLimits, Registry};
 
     struct Fixed {
         heartbeat_event: Event,
@@ -411,16 +410,7 @@ mod tests {
     }
 
     fn info(event_types: Option<Vec<String>>) -> ConnectionInfo {
-        ConnectionInfo {
-            id: 1.into(),
-            peer: None,
-            path: "/events".into(),
-            user: None,
-            since: SystemTime::now(),
-            event_types,
-            last_event_id: None,
-            replay: Replay::NotAsked,
-        }
+        ConnectionInfo { event_types, ..ConnectionInfo::for_test(1, "/events") }
     }
 
     /// A registered connection on this thread, with its queue.

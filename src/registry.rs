@@ -52,6 +52,24 @@ pub struct ConnectionInfo {
     pub(crate) replay: Replay,
 }
 
+#[cfg(test)]
+impl ConnectionInfo {
+    /// A connection with id `id` on `path`, from nowhere, with no user, subscription or resume: what
+    /// unit tests register.
+    pub(crate) fn for_test(id: u64, path: &str) -> ConnectionInfo {
+        ConnectionInfo {
+            id: id.into(),
+            peer: None,
+            path: path.into(),
+            user: None,
+            since: SystemTime::now(),
+            event_types: None,
+            last_event_id: None,
+            replay: Replay::NotAsked,
+        }
+    }
+}
+
 impl ConnectionInfo {
     /// The connection's id, for [`SseHandler::send_one`](crate::SseHandler::send_one) and
     /// [`SseHandler::stop_one`](crate::SseHandler::stop_one).
@@ -537,21 +555,11 @@ fn push<M: Queued>(entry: &Entry<M>, message: &M, limits: &QueueLimits) -> Push 
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
 
     use super::*;
 
     fn info(id: u64) -> ConnectionInfo {
-        ConnectionInfo {
-            id: id.into(),
-            peer: None,
-            path: "/".into(),
-            user: None,
-            since: SystemTime::now(),
-            event_types: None,
-            last_event_id: None,
-            replay: Replay::NotAsked,
-        }
+        ConnectionInfo::for_test(id, "/")
     }
 
     fn limits(messages: usize, bytes: usize, overflow: OverflowPolicy) -> QueueLimits {

@@ -536,10 +536,9 @@ enum Flushed {
 mod tests {
     use std::net::TcpListener;
     use std::thread::JoinHandle;
-    use std::time::SystemTime;
 
     use super::*;
-    use crate::registry::{ConnectionInfo, Queue, QueueLimits, Registry, Replay};
+    use crate::registry::{ConnectionInfo, Queue, QueueLimits, Registry};
     use crate::ws::frame::Role;
     use crate::ws::message::Limits;
     use crate::ws::outbound::{Broadcasts, Outbound, Private};
@@ -598,16 +597,7 @@ mod tests {
         let (socket, _) = listener.accept().unwrap();
         let (start, started) = crossbeam_channel::bounded::<Writer>(1);
         let writer = std::thread::spawn(move || started.recv().ok().map(Writer::run));
-        let info = ConnectionInfo {
-            id: 1.into(),
-            peer: None,
-            path: "/ws".into(),
-            user: None,
-            since: SystemTime::now(),
-            event_types: None,
-            last_event_id: None,
-            replay: Replay::NotAsked,
-        };
+        let info = ConnectionInfo::for_test(1, "/ws");
         let connection = Arc::new(Connection::served_by(info, None, writer.thread().clone()));
         let broadcasts = Arc::new(Broadcasts::new(1000, usize::MAX));
         let registry = Registry::default();

@@ -646,17 +646,7 @@ mod tests {
 
     /// Registers a connection the way `register` does, without a socket or threads.
     fn register(handler: &WsHandler, id: u64) -> (Arc<Connection>, crossbeam_channel::Receiver<Private>) {
-        let info = ConnectionInfo {
-            id: id.into(),
-            peer: None,
-            path: "/ws".into(),
-            user: None,
-            since: SystemTime::now(),
-            event_types: None,
-            last_event_id: None,
-            replay: Replay::NotAsked,
-        };
-        let connection = Arc::new(Connection::new(info, None));
+        let connection = Arc::new(Connection::new(ConnectionInfo::for_test(id, "/ws"), None));
         let queue = handler.shared.registry.insert(Arc::clone(&connection), Queue::new());
         (connection, queue)
     }

@@ -324,22 +324,12 @@ impl Batch {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
 
     use super::*;
-    use crate::registry::{CloseReason, ConnectionInfo, Queue, QueueLimits, Registry, Replay};
+    use crate::registry::{CloseReason, ConnectionInfo, Queue, QueueLimits, Registry};
 
     fn info() -> ConnectionInfo {
-        ConnectionInfo {
-            id: 1.into(),
-            peer: None,
-            path: "/ws".into(),
-            user: None,
-            since: SystemTime::now(),
-            event_types: None,
-            last_event_id: None,
-            replay: Replay::NotAsked,
-        }
+        ConnectionInfo::for_test(1, "/ws")
     }
 
     /// A log, a registered connection, and its outbox from the log's head.
