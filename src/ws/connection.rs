@@ -367,9 +367,13 @@ impl Writer {
     /// Counts and logs a client whose unwritten broadcasts left the log; it is then closed as slow.
     fn fell_behind(&self, FellBehind { missed, .. }: FellBehind) {
         let broadcasts = self.outbox.broadcasts();
-        broadcasts.count_slow_client();
         // A write that fails from now on (the close frame's) ends it as a slow client all the same.
-        let _ = self.connection.close_reason.set(CloseReason::SlowClient);
+        // Counted unless a publisher has just dropped it as slow (its queue was full) and counted it.
+        if self.connection.close_reason.set(CloseReason::SlowClient).is_ok()
+            || self.connection.close_reason() != Some(&CloseReason::SlowClient)
+        {
+            broadcasts.count_slow_client();
+        }
         log::warn!(
             "websocket {} ({:?}) dropped: {missed} broadcasts it had not been sent left the log (at most {} \
              messages, {} bytes)",

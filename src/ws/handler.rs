@@ -591,7 +591,13 @@ impl WsHandler {
     }
 
     fn drop_slow_client(&self, id: ConnectionId) {
-        if let Some(connection) = self.shared.registry.remove(id, CloseReason::SlowClient) {
+        // Counted by whoever records it as slow first: its writer may have closed it as slow already
+        // (broadcasts it had not written left the log), and it stays registered until the client
+        // answers, or the close timeout.
+        let Some(connection) = self.shared.registry.get(id) else { return };
+        let first = connection.close_reason.set(CloseReason::SlowClient).is_ok();
+        self.shared.registry.remove(id, CloseReason::SlowClient);
+        if first {
             self.shared.broadcasts.count_slow_client();
             let config = &self.shared.config;
             log::warn!(
