@@ -687,4 +687,21 @@ mod tests {
         assert_eq!(next_frame(&mut run.client), (0x8, 1000u16.to_be_bytes().to_vec()));
         assert_eq!(run.writer.join().unwrap().unwrap().cause, CloseCause::ClientClosed);
     }
+
+    #[test]
+    fn a_client_that_closes_after_its_unwritten_broadcasts_left_the_log_is_told_it_was_too_slow() {
+        // Its writer meets the client's close before it has looked at the log again: broadcasts it had
+        // not written are gone, so it is answered 1008 and counted, not answered as if it had them all.
+        let mut run = running(|broadcasts, _, control, _| {
+            for n in 0..=broadcasts.capacity() {
+                broadcasts.publish(data(&format!("all {n}")));
+            }
+            let close = CloseFrame { code: 1000, reason: String::new() };
+            control.send(Control::PeerClosed(Some(close))).unwrap();
+        });
+        let (opcode, payload) = next_frame(&mut run.client);
+        assert_eq!((opcode, &payload[..2]), (0x8, &1008u16.to_be_bytes()[..]), "{payload:?}");
+        assert_eq!(run.writer.join().unwrap().unwrap().cause, CloseCause::SlowClient);
+        assert_eq!(run.broadcasts.slow_client_drops(), 1);
+    }
 }
