@@ -423,13 +423,21 @@ impl Writer {
         }
     }
 
-    /// The client closed: answer with its code (unless we had closed first), and end.
+    /// The client closed: answer with its code (unless we had closed first, or it fell too far behind:
+    /// then 1008), and end.
     fn peer_closed(&mut self, frame: Option<CloseFrame>, closing: Closing, batch: &mut Batch) -> Closed {
         if let Some((_, closed)) = closing {
             return closed;
         }
-        if let Err(closed) = self.flush(batch) {
-            return closed;
+        match self.flush(batch) {
+            Err(closed) => return closed,
+            // What it had not been sent is gone: it is told so, not answered as if it had it all.
+            Ok(Flushed::FellBehind(behind)) => {
+                self.fell_behind(behind);
+                return self.close_now(slow_client_frame(), CloseCause::SlowClient, None);
+            }
+            Ok(Flushed::Dropped) => return self.close_now(slow_client_frame(), CloseCause::SlowClient, None),
+            Ok(Flushed::All | Flushed::Close(..)) => {}
         }
         let echo = frame.as_ref().map(|f| CloseFrame { code: f.code, reason: String::new() });
         if let Err(closed) = self.send_close(echo.as_ref()) {
