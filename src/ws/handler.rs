@@ -544,8 +544,9 @@ impl WsHandler {
     }
 
     /// Registers connection `id`, whose messages `writer` writes; returns it, the receiving end of
-    /// its queue, and the broadcast log's position it starts reading from: the head, so that it gets
-    /// every broadcast sent once it is counted among the open connections, and none from before.
+    /// its queue, and the broadcast log's position it starts reading from: the head just before it is
+    /// counted among the open connections, so that it gets every broadcast sent from then on (those
+    /// sent while it registers included, once each), and none sent before.
     fn register(
         &self,
         id: ConnectionId,
