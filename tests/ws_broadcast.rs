@@ -173,3 +173,35 @@ fn a_ping_is_answered_before_a_backlog_of_broadcasts() {
     }
     assert_eq!(server.handler.slow_client_drops(), 0);
 }
+
+#[test]
+fn a_client_closed_as_slow_is_counted_once_however_much_more_is_sent_to_it() {
+    // Its writer finds broadcasts it had not written gone from the log and closes it with 1008; the
+    // client does not answer, so it is still registered while the application goes on sending to it
+    // alone until its queue is full. It is one slow client dropped, not two.
+    let config =
+        WsConfig::default().broadcast_capacity(4).queue_capacity(2).send_timeout(Duration::from_secs(120));
+    let server = start(config);
+    let mut behind = open_with_receive_buffer(server.addr, 32 * 1024);
+    wait_until("registered", || server.handler.connection_count() == 1);
+    let id = server.handler.connection_ids()[0];
+    // 16 MiB, far more than the socket buffers hold: the writer blocks while the log moves on.
+    let payload = "x".repeat(256 * 1024);
+    for n in 0..64 {
+        server.handler.send_all(format!("{n} {payload}")).unwrap();
+    }
+    let (code, _) = read_until_close(&mut behind);
+    assert_eq!(code, Some(1008));
+    assert_eq!(server.handler.slow_client_drops(), 1);
+
+    // Its writer takes nothing more from its queue: the third message finds it full.
+    let mut sent = 0;
+    while server.handler.send_one(id, "more").is_ok() {
+        sent += 1;
+        assert!(sent <= 2, "a queue of two took {sent} messages");
+    }
+    assert_eq!(server.handler.slow_client_drops(), 1, "one slow client, counted once");
+    behind.write_all(&frame(CLOSE, &close_payload(1008, ""))).unwrap();
+    expect_eof(&mut behind);
+    assert_eq!(server.next_close().cause, CloseCause::SlowClient);
+}

@@ -367,9 +367,13 @@ impl Writer {
     /// Counts and logs a client whose unwritten broadcasts left the log; it is then closed as slow.
     fn fell_behind(&self, FellBehind { missed, .. }: FellBehind) {
         let broadcasts = self.outbox.broadcasts();
-        broadcasts.count_slow_client();
         // A write that fails from now on (the close frame's) ends it as a slow client all the same.
-        let _ = self.connection.close_reason.set(CloseReason::SlowClient);
+        // Counted unless a publisher has just dropped it as slow (its queue was full) and counted it.
+        if self.connection.close_reason.set(CloseReason::SlowClient).is_ok()
+            || self.connection.close_reason() != Some(&CloseReason::SlowClient)
+        {
+            broadcasts.count_slow_client();
+        }
         log::warn!(
             "websocket {} ({:?}) dropped: {missed} broadcasts it had not been sent left the log (at most {} \
              messages, {} bytes)",
@@ -419,13 +423,21 @@ impl Writer {
         }
     }
 
-    /// The client closed: answer with its code (unless we had closed first), and end.
+    /// The client closed: answer with its code (unless we had closed first, or it fell too far behind:
+    /// then 1008), and end.
     fn peer_closed(&mut self, frame: Option<CloseFrame>, closing: Closing, batch: &mut Batch) -> Closed {
         if let Some((_, closed)) = closing {
             return closed;
         }
-        if let Err(closed) = self.flush(batch) {
-            return closed;
+        match self.flush(batch) {
+            Err(closed) => return closed,
+            // What it had not been sent is gone: it is told so, not answered as if it had it all.
+            Ok(Flushed::FellBehind(behind)) => {
+                self.fell_behind(behind);
+                return self.close_now(slow_client_frame(), CloseCause::SlowClient, None);
+            }
+            Ok(Flushed::Dropped) => return self.close_now(slow_client_frame(), CloseCause::SlowClient, None),
+            Ok(Flushed::All | Flushed::Close(..)) => {}
         }
         let echo = frame.as_ref().map(|f| CloseFrame { code: f.code, reason: String::new() });
         if let Err(closed) = self.send_close(echo.as_ref()) {
@@ -682,5 +694,22 @@ mod tests {
             .unwrap();
         assert_eq!(next_frame(&mut run.client), (0x8, 1000u16.to_be_bytes().to_vec()));
         assert_eq!(run.writer.join().unwrap().unwrap().cause, CloseCause::ClientClosed);
+    }
+
+    #[test]
+    fn a_client_that_closes_after_its_unwritten_broadcasts_left_the_log_is_told_it_was_too_slow() {
+        // Its writer meets the client's close before it has looked at the log again: broadcasts it had
+        // not written are gone, so it is answered 1008 and counted, not answered as if it had them all.
+        let mut run = running(|broadcasts, _, control, _| {
+            for n in 0..=broadcasts.capacity() {
+                broadcasts.publish(data(&format!("all {n}")));
+            }
+            let close = CloseFrame { code: 1000, reason: String::new() };
+            control.send(Control::PeerClosed(Some(close))).unwrap();
+        });
+        let (opcode, payload) = next_frame(&mut run.client);
+        assert_eq!((opcode, &payload[..2]), (0x8, &1008u16.to_be_bytes()[..]), "{payload:?}");
+        assert_eq!(run.writer.join().unwrap().unwrap().cause, CloseCause::SlowClient);
+        assert_eq!(run.broadcasts.slow_client_drops(), 1);
     }
 }

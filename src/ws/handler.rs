@@ -544,8 +544,9 @@ impl WsHandler {
     }
 
     /// Registers connection `id`, whose messages `writer` writes; returns it, the receiving end of
-    /// its queue, and the broadcast log's position it starts reading from: the head, so that it gets
-    /// every broadcast sent once it is counted among the open connections, and none from before.
+    /// its queue, and the broadcast log's position it starts reading from: the head just before it is
+    /// counted among the open connections, so that it gets every broadcast sent from then on (those
+    /// sent while it registers included, once each), and none sent before.
     fn register(
         &self,
         id: ConnectionId,
@@ -591,7 +592,13 @@ impl WsHandler {
     }
 
     fn drop_slow_client(&self, id: ConnectionId) {
-        if let Some(connection) = self.shared.registry.remove(id, CloseReason::SlowClient) {
+        // Counted by whoever records it as slow first: its writer may have closed it as slow already
+        // (broadcasts it had not written left the log), and it stays registered until the client
+        // answers, or the close timeout.
+        let Some(connection) = self.shared.registry.get(id) else { return };
+        let first = connection.close_reason.set(CloseReason::SlowClient).is_ok();
+        self.shared.registry.remove(id, CloseReason::SlowClient);
+        if first {
             self.shared.broadcasts.count_slow_client();
             let config = &self.shared.config;
             log::warn!(
