@@ -196,8 +196,9 @@ impl Reader<'_> {
     fn gather(&mut self, batch: &mut Batch) -> Result<(), FellBehind> {
         let info = &self.stream.connection.info;
         loop {
-            // The head before the queue: a message sent after this look carries a head at least as
-            // far, so reading up to it cannot pass a message sent meanwhile.
+            // The head before the queue: a message not in the queue yet was sent after this look, or
+            // while what the look saw was being published, so reading up to this head never passes
+            // a message that was sent before an event.
             let head = self.stream.log.head();
             self.take_private();
             let until = match (&self.next_private, self.stop_at) {
