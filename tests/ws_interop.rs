@@ -49,27 +49,7 @@ fn python_websockets_client_echo_broadcast_and_full_duplex() {
         .build()
         .unwrap();
     let (got_tx, got_rx) = mpsc::channel();
-    let duplex = WsHandler::builder(WsConfig::default())
-        .on_message(move |conn, message| {
-            let text = message.as_text().expect("text").to_owned();
-            if let Some(count) = text.strip_prefix("start ") {
-                // From a thread of the application's own, while the client keeps sending.
-                let count: usize = count.parse().unwrap();
-                let (handler, id) = (conn.handler().clone(), conn.id());
-                thread::spawn(move || {
-                    for n in 0..count {
-                        handler.send_one(id, format!("server {n}")).expect("send_one");
-                    }
-                    handler.send_one(id, "server done").expect("send_one");
-                });
-            } else if text == "finish" {
-                conn.close(4001, "all done").unwrap();
-            } else {
-                let _ = got_tx.send(Message::Text(text));
-            }
-        })
-        .build()
-        .unwrap();
+    let duplex = ws_support::duplex_handler(got_tx);
     let server = Server::bind("127.0.0.1:0")
         .unwrap()
         .websocket("/echo", &echo)

@@ -9,7 +9,6 @@ mod ws_support;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use sse_handler::ws::{Message, WsConfig, WsHandler};
@@ -96,11 +95,7 @@ fn a_broadcast_reaches_every_client() {
     let server = Server::bind("127.0.0.1:0").unwrap().websocket("/chat", &chat).spawn().unwrap();
     let mut clients: Vec<Client> = (0..CLIENTS).map(|_| connect(server.local_addr(), "/chat")).collect();
     // Each handshake has completed, but the registration is the server's: wait until it has all.
-    let deadline = Instant::now() + TIMEOUT;
-    while chat.connection_count() < CLIENTS {
-        assert!(Instant::now() < deadline, "{} of {CLIENTS} clients registered", chat.connection_count());
-        thread::sleep(Duration::from_millis(1));
-    }
+    ws_support::wait_until("every client registered", || chat.connection_count() == CLIENTS);
 
     clients[0].send(WsMessage::text("hi all")).unwrap();
     for client in &mut clients {
@@ -116,26 +111,7 @@ fn a_broadcast_reaches_every_client() {
 #[test]
 fn the_server_sends_from_its_own_thread_while_the_client_keeps_sending() {
     let (got_tx, got_rx) = mpsc::channel();
-    let duplex = WsHandler::builder(WsConfig::default())
-        .on_message(move |conn, message| {
-            let text = message.as_text().expect("text").to_owned();
-            if let Some(count) = text.strip_prefix("start ") {
-                let count: usize = count.parse().unwrap();
-                let (handler, id) = (conn.handler().clone(), conn.id());
-                thread::spawn(move || {
-                    for n in 0..count {
-                        handler.send_one(id, format!("server {n}")).expect("send_one");
-                    }
-                    handler.send_one(id, "server done").expect("send_one");
-                });
-            } else if text == "finish" {
-                conn.close(4001, "all done").unwrap();
-            } else {
-                let _ = got_tx.send(Message::Text(text));
-            }
-        })
-        .build()
-        .unwrap();
+    let duplex = ws_support::duplex_handler(got_tx);
     let server = Server::bind("127.0.0.1:0").unwrap().websocket("/duplex", &duplex).spawn().unwrap();
     let mut client = connect(server.local_addr(), "/duplex");
 

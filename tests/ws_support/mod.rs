@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use sse_handler::ws::{Closed, Message, WsConfig, WsHandler, WsHandlerBuilder};
@@ -257,4 +257,30 @@ pub fn read_text(stream: &mut TcpStream) -> String {
     let (fin, opcode, payload) = read_frame(stream);
     assert!(fin && opcode == TEXT, "expected a text frame, got opcode {opcode}");
     String::from_utf8(payload).unwrap()
+}
+
+/// The full-duplex contract both interop tests drive: `start N` makes the server send `server 0` ..
+/// `server N-1`, then `server done`, from a thread of the application's own while the client keeps
+/// sending; `finish` closes with 4001 "all done"; any other text is passed on to `got`.
+pub fn duplex_handler(got: Sender<Message>) -> WsHandler {
+    WsHandler::builder(WsConfig::default())
+        .on_message(move |conn, message| {
+            let text = message.as_text().expect("text").to_owned();
+            if let Some(count) = text.strip_prefix("start ") {
+                let count: usize = count.parse().unwrap();
+                let (handler, id) = (conn.handler().clone(), conn.id());
+                std::thread::spawn(move || {
+                    for n in 0..count {
+                        handler.send_one(id, format!("server {n}")).expect("send_one");
+                    }
+                    handler.send_one(id, "server done").expect("send_one");
+                });
+            } else if text == "finish" {
+                conn.close(4001, "all done").unwrap();
+            } else {
+                let _ = got.send(Message::Text(text));
+            }
+        })
+        .build()
+        .unwrap()
 }
